@@ -1,0 +1,73 @@
+# varpro-surrogates: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv on first use (Python >= 3.12 is required by dolfinx-solver-real).
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+MPIEXEC := $(VENV)/bin/mpiexec
+STAMP   := $(VENV)/.installed
+DEMO    ?= demo-output
+# Wall-clock cap for the 2-rank test run, so a rank stuck in a collective cannot hang CI.
+MPI_TEST_TIMEOUT ?= 900
+
+.PHONY: all venv test lint pytest pytest-mpi demo bench clean distclean
+all: test
+
+# Find an interpreter >= 3.12: $(PYTHON) if given, then python3.14/3.13/3.12/python3 on PATH,
+# then pyenv-installed versions (newest first). Prints nothing if none is found.
+define find_python
+for c in $(PYTHON) python3.14 python3.13 python3.12 python3; do \
+  if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then \
+    command -v $$c; exit 0; fi; \
+done; \
+if command -v pyenv >/dev/null 2>&1; then \
+  root=$$(pyenv root); \
+  for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.[0-9]+\.[0-9]+$$' | sort -rV); do \
+    p=$$root/versions/$$v/bin/python; \
+    if [ -x $$p ] && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then \
+      echo $$p; exit 0; fi; \
+  done; \
+fi
+endef
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@set -e; \
+	if [ ! -x $(PY) ]; then \
+	  py=$$($(find_python)); \
+	  if [ -z "$$py" ]; then \
+	    echo "error: no Python >= 3.12 found (tried \$$PYTHON, python3.14/3.13/3.12/python3 on PATH, and pyenv)." >&2; \
+	    echo "       dolfinx-solver-real needs Python >= 3.12: install one (e.g. 'pyenv install 3.12') or run 'make PYTHON=/path/to/python3.12'." >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "creating $(VENV) with $$py ($$($$py -c 'import sys; print(sys.version.split()[0])'))"; \
+	  $$py -m venv $(VENV); \
+	fi; \
+	$(PY) -m pip install --quiet --upgrade pip; \
+	$(PY) -m pip install --quiet -e '.[dev]'; \
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# 1-rank run: everything except the tests that need 2 ranks (those skip cleanly there).
+pytest: $(STAMP)
+	$(PY) -m pytest -m "not mpi"
+
+# 2-rank run of the tests marked `mpi`; rank 1's report goes to a file, rank 0's to the terminal.
+pytest-mpi: $(STAMP)
+	timeout $(MPI_TEST_TIMEOUT) $(MPIEXEC) -n 1 $(PY) -m pytest -m mpi -p no:cacheprovider : \
+	  -n 1 sh -c '$(PY) -m pytest -m mpi -p no:cacheprovider -q > .pytest-rank1.log 2>&1'
+
+test: lint pytest pytest-mpi
+
+demo: $(STAMP)
+	$(VENV)/bin/solve-pde cdr --default-params --out $(DEMO)/cdr_observables.npy --plot $(DEMO)/cdr_field.png
+
+bench: $(STAMP)
+	$(PY) bench/bench_cdr.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache .pytest-rank1.log
+distclean: clean
+	rm -rf $(VENV)
