@@ -71,7 +71,8 @@ def check_parameter_vector(y: Any, n: int, name: str = "y") -> np.ndarray:
         raise ValueError(f"{name} must have shape ({n},), got shape {arr.shape}")
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
-        raise ValueError(f"{name}[{bad[0]}] = {arr[bad[0]]} is not finite ({bad.size} such entries)")
+        raise ValueError(f"{name}[{bad[0]}] = {arr[bad[0]]} is not finite "
+                         f"({bad.size} such entries)")
     return arr
 
 

@@ -1,0 +1,726 @@
+"""Convection-diffusion-reaction (CDR) solver: Q1 finite elements on dolfinx (SPEC section 1).
+
+The PDE (GNvpro appendix A, SPEC 1) for u(x, t) on (0, 1)^2 x (0, 0.5]::
+
+    du/dt = div(D grad u) - v . grad u + f(x, t) + rbar(x) sum_k y_k r_k(u),
+    D grad u . n = 0,   u(x, 0) = 0.
+
+Discretisation: bilinear (Q1) elements on a uniform quadrilateral mesh, consistent mass,
+backward Euler with the source at the new time level, Newton on the reaction term. The mesh,
+function space, compiled forms, constant matrices and linear solver are built once per
+:class:`CDRSolver`; a sample only changes the runtime constant ``y`` (no JIT per sample).
+
+Readings of SPEC 1 made here:
+
+* The weak form is ``(M/dt + K + A) u^{n+1} = M u^n / dt + F(t_{n+1}) + R(u^{n+1})`` with
+  K the stiffness (D grad u . grad w), A the non-conservative advection ((v . grad u) w) and
+  R the reaction load; no integration by parts of the advection.
+* The reaction uses 10 exponentials per quadrature point instead of 55: with
+  ``a_d = ln(C^-2) / (6 d)`` (d = j - i) the logistic is ``r_ij = 1 / (1 + c_ij exp(-a_d u))``
+  with the constant ``c_ij = exp(a_d u_i) / C``. This form never overflows into NaN: for
+  u -> -inf the exponential becomes inf and r -> 0, for u -> +inf it becomes 0 and r -> 1.
+  The derivative is ``a_d r (1 - r)``.
+* Per sample, s(u) = sum_k y_k r_k(u) is one smooth scalar function of u. It is tabulated
+  once per sample (exact values and derivatives on a uniform u-grid, spacing
+  ``reaction_table_step``) and evaluated at the quadrature points by cubic Hermite
+  interpolation; s' is the derivative of that interpolant, so Newton sees a consistent
+  Jacobian. The interpolation error is below 1e-11 for the default step (tested against
+  the direct formula); points outside the table range use the direct formula. Set
+  ``reaction_table_step=0`` to always evaluate directly.
+* Newton stops when ||F(u_k)|| <= newton_rtol ||F(u_0)|| (u_0 = u^n) or
+  ||F(u_k)|| <= newton_atol; see :data:`DEFAULTS` for the chosen defaults.
+* A time step whose Newton iteration fails is retried as two steps of dt/2, recursively, up
+  to ``max_halvings`` times; a step that still fails raises :class:`~solvers.base.SolveError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import basix
+import basix.ufl
+import dolfinx_solver  # noqa: F401  (loads the matching MPI before mpi4py/petsc4py)
+import numpy as np
+import ufl
+from dolfinx import fem, geometry, mesh
+from dolfinx.fem import petsc as fem_petsc
+from mpi4py import MPI
+from petsc4py import PETSc
+
+from solvers.base import (
+    SolveError,
+    SolverSettingsError,
+    check_parameter_vector,
+    check_positive,
+    check_positive_int,
+)
+
+#: SPEC 1 observation points (x1, x2); all are nodes of the default 150 x 150 mesh.
+DEFAULT_POINTS: tuple[tuple[float, float], ...] = (
+    (0.24, 0.18), (0.30, 0.16), (0.76, 0.16), (0.64, 0.78), (0.36, 0.56), (0.66, 0.20),
+)
+#: SPEC 1 output times t = 0.39, 0.40, ..., 0.50 (the last 12 time levels).
+DEFAULT_OUTPUT_TIMES: tuple[float, ...] = tuple(round(0.39 + 0.01 * k, 10) for k in range(12))
+
+#: Number of species levels u_i = 5 + 6 (i - 1), i = 1..11, giving 55 reactions (i < j).
+N_LEVELS = 11
+
+#: Constructor defaults (SPEC 1 values; solver choices documented in the module docstring).
+DEFAULTS: dict[str, Any] = {
+    "n_cells": 150,
+    "dt": 0.01,
+    "final_time": 0.5,
+    "diffusion": 0.5,
+    "velocity": (4.5, 0.8, 5.5),
+    "reaction_amplitude": 500.0,
+    "logistic_c": 1e-3,
+    "points": DEFAULT_POINTS,
+    "output_times": DEFAULT_OUTPUT_TIMES,
+    "newton_rtol": 1e-10,
+    "newton_atol": 1e-12,
+    "newton_max_iterations": 25,
+    "max_halvings": 8,
+    "quadrature_degree": 2,
+    "linear_solver": "gmres",
+    "predictor": True,
+    "reaction_table_step": 5e-3,
+    "reaction_table_range": (-20.0, 150.0),
+}
+
+
+def reaction_levels(logistic_c: float = 1e-3) -> list[tuple[int, int, float, float]]:
+    """The 55 reactions (i, j) of SPEC 1 in lexicographic order with their constants.
+
+    Returns a list of ``(i, j, a, c)`` (1-based i < j) such that
+    ``r_ij(u) = 1 / (1 + c exp(-a u))``.
+    """
+    C = logistic_c / (1.0 - logistic_c)
+    L = math.log(C ** -2)
+    out = []
+    for i in range(1, N_LEVELS + 1):
+        for j in range(i + 1, N_LEVELS + 1):
+            ui, uj = 5.0 + 6.0 * (i - 1), 5.0 + 6.0 * (j - 1)
+            a = L / (uj - ui)
+            out.append((i, j, a, math.exp(a * ui) / C))
+    return out
+
+
+def reaction_functions(u: np.ndarray, logistic_c: float = 1e-3) -> np.ndarray:
+    """Evaluate the 55 logistic reactions r_(i,j)(u) of SPEC 1, overflow-safe.
+
+    Parameters
+    ----------
+    u : array, any shape
+        Concentration values.
+
+    Returns
+    -------
+    array, shape (55, *u.shape)
+    """
+    u = np.asarray(u, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return np.stack([1.0 / (1.0 + c * np.exp(-a * u)) for _, _, a, c in
+                         reaction_levels(logistic_c)])
+
+
+def reaction_sum(u: np.ndarray, y: np.ndarray, logistic_c: float = 1e-3
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """s(u) = sum_k y_k r_k(u) and s'(u), evaluated directly (10 exponentials per point).
+
+    Parameters
+    ----------
+    u : ndarray, shape (m,)
+    y : ndarray, shape (55,)
+
+    Returns
+    -------
+    s, ds : ndarray, shape (m,) each
+    """
+    u = np.asarray(u, dtype=np.float64)
+    s = np.zeros_like(u)
+    ds = np.zeros_like(u)
+    exps: dict[float, np.ndarray] = {}
+    with np.errstate(over="ignore"):
+        for k, (_, _, a, c) in enumerate(reaction_levels(logistic_c)):
+            if y[k] == 0.0:
+                continue
+            if a not in exps:
+                exps[a] = np.exp(-a * u)
+            r = 1.0 / (1.0 + c * exps[a])
+            s += y[k] * r
+            ds += (y[k] * a) * r * (1.0 - r)
+    return s, ds
+
+
+class ReactionTable:
+    """Cubic Hermite table of s(u) = sum_k y_k r_k(u) for one parameter vector y.
+
+    Parameters
+    ----------
+    y : ndarray, shape (55,)
+    step : float
+        Grid spacing in u; the interpolation error is about step^4 max|s''''| / 384.
+    u_range : (float, float)
+        Tabulated interval; points outside it are evaluated directly.
+    """
+
+    def __init__(self, y: np.ndarray, step: float, u_range: tuple[float, float],
+                 logistic_c: float = 1e-3):
+        self.y, self.logistic_c = y, logistic_c
+        self.lo, hi = float(u_range[0]), float(u_range[1])
+        self.n = int(math.ceil((hi - self.lo) / step))
+        self.h = (hi - self.lo) / self.n
+        grid = self.lo + self.h * np.arange(self.n + 1)
+        sv, dv = reaction_sum(grid, y, logistic_c)
+        # Per interval, the Hermite cubic in t = (u - u_i) / h in monomial form.
+        s0, s1, d0, d1 = sv[:-1], sv[1:], dv[:-1] * self.h, dv[1:] * self.h
+        self.coef = (s0, d0, 3.0 * (s1 - s0) - 2.0 * d0 - d1, 2.0 * (s0 - s1) + d0 + d1)
+
+    def __call__(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Interpolated s(u) and its derivative, shape (m,) each."""
+        t = (u - self.lo) * (1.0 / self.h)
+        i = t.astype(np.intp)  # truncation; negative t is caught by `inside`
+        inside = (t >= 0) & (i < self.n)
+        np.copyto(i, 0, where=~inside)
+        t -= i
+        c0, c1, c2, c3 = (c[i] for c in self.coef)
+        s = c0 + t * (c1 + t * (c2 + t * c3))
+        ds = (c1 + t * (2.0 * c2 + 3.0 * t * c3)) * (1.0 / self.h)
+        if not inside.all():
+            out = ~inside
+            s[out], ds[out] = reaction_sum(u[out], self.y, self.logistic_c)
+        return s, ds
+
+
+@dataclass
+class CDRResult:
+    """Outcome of one CDR solve.
+
+    Attributes
+    ----------
+    observables : ndarray, shape (n_times * n_points,)
+        u at the points, time-major (c[n_points k + p] = u(x_p, t_k)).
+    newton_iterations : int
+        Total Newton iterations over all (sub)steps.
+    substeps : int
+        Number of (sub)steps taken (n_steps when no step had to be halved).
+    fields : list of ndarray
+        Owned nodal values of u at the output times (only if requested).
+    wall_time : float
+        Seconds for the solve.
+    """
+
+    observables: np.ndarray
+    newton_iterations: int
+    substeps: int
+    wall_time: float
+    fields: list[np.ndarray] = field(default_factory=list)
+
+
+class _NewtonFailure(Exception):
+    """Internal: Newton did not converge for one (sub)step."""
+
+
+def _jit_options() -> dict[str, Any]:
+    """Optimised JIT flags with a cache directory specific to this CPU (-march=native)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        tag_src = "".join(ln for ln in cpuinfo.splitlines(True)
+                          if ln.startswith(("model name", "flags")))[:4096]
+    except OSError:
+        tag_src = platform.processor()
+    tag = hashlib.sha1((platform.machine() + tag_src).encode()).hexdigest()[:12]
+    return {
+        "cffi_extra_compile_args": ["-O3", "-march=native"],
+        "cache_dir": str(Path("~/.cache/fenics").expanduser() / f"varpro-{tag}"),
+        "timeout": 300,
+    }
+
+
+class CDRSolver:
+    """CDR parameter-to-observable map y (55,) -> c (72,) of SPEC 1.
+
+    Parameters
+    ----------
+    comm : MPI communicator
+        COMM_SELF solves a sample on one rank; a larger communicator distributes the mesh.
+    n_cells : int
+        Cells per direction of the uniform quadrilateral mesh of (0, 1)^2 (h = 1 / n_cells).
+    dt : float
+        Backward-Euler time step; final_time / dt must be an integer.
+    final_time : float
+        End of the time interval [0, final_time].
+    diffusion : float
+        Diffusion coefficient D.
+    velocity : (float, float, float)
+        (a, b, c) in v = (a (1 + b sin(2 pi x1)), c (0.5 - x2)).
+    reaction_amplitude : float
+        Factor of rbar = amplitude (0.8 + 0.2 sin(2 pi x1) cos(2 pi x2) + x2); 0 switches the
+        reaction off.
+    logistic_c : float
+        The 1e-3 of C = 1e-3 / (1 - 1e-3).
+    points : sequence of (x1, x2)
+        Observation points (evaluated by finite-element interpolation).
+    output_times : sequence of float
+        Observation times; each must be a multiple of dt in (0, final_time].
+    newton_rtol, newton_atol : float
+        Newton stops when ||F|| <= rtol ||F(u^n)|| or ||F|| <= atol.
+    newton_max_iterations : int
+        Newton iterations before a step counts as failed (and is halved).
+    max_halvings : int
+        How many times a failing step may be halved before the sample fails.
+    quadrature_degree : int
+        Degree of the Gauss rule for all cell integrals (2: 2 x 2 points).
+    linear_solver : {"gmres", "lu"}
+        Newton systems: GMRES (rtol 1e-9) preconditioned by a lagged LU factorisation that is
+        refreshed when GMRES needs more than 6 iterations, or a fresh LU every iteration.
+    predictor : bool
+        Start Newton from the linear extrapolation 2 u^n - u^(n-1) (else from u^n).
+    reaction_table_step : float
+        u-spacing of the per-sample cubic Hermite table of the reaction sum; 0 evaluates the
+        55 logistic functions directly at every quadrature point.
+    reaction_table_range : (float, float)
+        u-interval of that table; values outside use the direct formula.
+    source : callable, optional
+        ``source(x, t) -> ufl expression`` replacing the SPEC source f (t is a ufl Constant);
+        used for manufactured solutions.
+    """
+
+    name = "cdr"
+    n_parameters = 55
+    parameter_names = tuple(f"r_{i}_{j}" for i, j, _, _ in reaction_levels())
+
+    def __init__(self, comm: MPI.Comm = MPI.COMM_SELF, *, source: Callable | None = None,
+                 **settings: Any):
+        unknown = set(settings) - set(DEFAULTS)
+        if unknown:
+            raise SolverSettingsError(
+                f"unknown CDR setting(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+        s = {**DEFAULTS, **settings}
+        self.comm = comm
+        self._custom_source = source is not None
+        self._validate_and_store(s)
+        self._build_mesh_and_space()
+        self._build_forms(source)
+        self._build_linear_algebra()
+        self._build_point_evaluation()
+
+    # ------------------------------------------------------------------ settings
+    def _validate_and_store(self, s: dict[str, Any]) -> None:
+        self.n_cells = check_positive_int(s["n_cells"], "n_cells")
+        self.dt = check_positive(s["dt"], "dt")
+        self.final_time = check_positive(s["final_time"], "final_time")
+        n_steps = self.final_time / self.dt
+        if abs(n_steps - round(n_steps)) > 1e-8 * n_steps:
+            raise SolverSettingsError(
+                f"final_time / dt must be an integer, got {self.final_time} / {self.dt} = "
+                f"{n_steps}")
+        self.n_steps = int(round(n_steps))
+        self.diffusion = check_positive(s["diffusion"], "diffusion")
+        vel = tuple(float(v) for v in s["velocity"])
+        if len(vel) != 3 or not all(np.isfinite(vel)):
+            raise SolverSettingsError(f"velocity must be 3 finite numbers, got {s['velocity']!r}")
+        self.velocity = vel
+        self.reaction_amplitude = float(s["reaction_amplitude"])
+        if not np.isfinite(self.reaction_amplitude) or self.reaction_amplitude < 0:
+            raise SolverSettingsError(
+                f"reaction_amplitude must be finite and >= 0, got {s['reaction_amplitude']!r}")
+        self.logistic_c = float(s["logistic_c"])
+        if not 0.0 < self.logistic_c < 0.5:
+            raise SolverSettingsError(f"logistic_c must be in (0, 0.5), got {self.logistic_c}")
+        pts = np.asarray(s["points"], dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
+            raise SolverSettingsError(f"points must have shape (n, 2), got {pts.shape}")
+        if np.any(~np.isfinite(pts)) or np.any(pts < 0) or np.any(pts > 1):
+            raise SolverSettingsError(f"points must lie in [0, 1]^2, got {pts.tolist()}")
+        self.points = pts
+        times = np.asarray(s["output_times"], dtype=np.float64)
+        steps = times / self.dt
+        if times.ndim != 1 or times.size == 0:
+            raise SolverSettingsError("output_times must be a non-empty list of times")
+        bad = (np.abs(steps - np.round(steps)) > 1e-8) | (steps < 0.5) | \
+            (np.round(steps) > self.n_steps)
+        if np.any(bad):
+            raise SolverSettingsError(
+                f"output time {times[bad][0]} is not a multiple of dt = {self.dt} in "
+                f"(0, {self.final_time}]")
+        self.output_times = times
+        self._output_steps = np.round(steps).astype(int)
+        self.newton_rtol = check_positive(s["newton_rtol"], "newton_rtol")
+        self.newton_atol = check_positive(s["newton_atol"], "newton_atol")
+        self.newton_max_iterations = check_positive_int(s["newton_max_iterations"],
+                                                        "newton_max_iterations")
+        self.max_halvings = int(s["max_halvings"])
+        if self.max_halvings < 0:
+            raise SolverSettingsError(f"max_halvings must be >= 0, got {self.max_halvings}")
+        self.quadrature_degree = check_positive_int(s["quadrature_degree"], "quadrature_degree")
+        if s["linear_solver"] not in ("lu", "gmres"):
+            raise SolverSettingsError(
+                f"linear_solver must be 'lu' or 'gmres', got {s['linear_solver']!r}")
+        self.linear_solver = s["linear_solver"]
+        self.predictor = bool(s["predictor"])
+        self.reaction_table_step = float(s["reaction_table_step"])
+        if not np.isfinite(self.reaction_table_step) or self.reaction_table_step < 0:
+            raise SolverSettingsError(
+                f"reaction_table_step must be >= 0, got {s['reaction_table_step']!r}")
+        lo, hi = (float(v) for v in s["reaction_table_range"])
+        if not lo < hi:
+            raise SolverSettingsError(f"reaction_table_range must be (lo, hi) with lo < hi, got "
+                                      f"{s['reaction_table_range']!r}")
+        self.reaction_table_range = (lo, hi)
+        self.n_observables = self.points.shape[0] * self.output_times.size
+
+    def settings(self) -> dict[str, Any]:
+        """Resolved settings (JSON-serialisable); ``CDRSolver(comm, **settings())`` rebuilds."""
+        if self._custom_source:
+            raise ValueError("settings() is undefined for a solver with a custom source")
+        return {
+            "n_cells": self.n_cells, "dt": self.dt, "final_time": self.final_time,
+            "diffusion": self.diffusion, "velocity": list(self.velocity),
+            "reaction_amplitude": self.reaction_amplitude, "logistic_c": self.logistic_c,
+            "points": self.points.tolist(), "output_times": self.output_times.tolist(),
+            "newton_rtol": self.newton_rtol, "newton_atol": self.newton_atol,
+            "newton_max_iterations": self.newton_max_iterations,
+            "max_halvings": self.max_halvings, "quadrature_degree": self.quadrature_degree,
+            "linear_solver": self.linear_solver,
+            "predictor": self.predictor,
+            "reaction_table_step": self.reaction_table_step,
+            "reaction_table_range": list(self.reaction_table_range),
+        }
+
+    # ------------------------------------------------------------------ set-up
+    def _build_mesh_and_space(self) -> None:
+        self.mesh = mesh.create_unit_square(self.comm, self.n_cells, self.n_cells,
+                                            cell_type=mesh.CellType.quadrilateral)
+        self.function_space = fem.functionspace(self.mesh, ("Lagrange", 1))
+
+    def _build_forms(self, source: Callable | None) -> None:
+        V, msh = self.function_space, self.mesh
+        x = ufl.SpatialCoordinate(msh)
+        w, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        q = self.quadrature_degree
+        dx = ufl.Measure("dx", domain=msh, metadata={"quadrature_degree": q})
+        self.u = fem.Function(V, name="u")
+        self.time = fem.Constant(msh, PETSc.ScalarType(0.0))
+
+        a, b, c = self.velocity
+        vel = ufl.as_vector((a * (1 + b * ufl.sin(2 * ufl.pi * x[0])), c * (0.5 - x[1])))
+        rbar = self.reaction_amplitude * (
+            0.8 + 0.2 * ufl.sin(2 * ufl.pi * x[0]) * ufl.cos(2 * ufl.pi * x[1]) + x[1])
+
+        # Reaction: rbar s(u) and rbar s'(u) live in a quadrature space on the same Gauss
+        # points as dx, filled per Newton iteration (see module docstring).
+        qel = basix.ufl.quadrature_element(msh.basix_cell(), value_shape=(), degree=q)
+        Q = fem.functionspace(msh, qel)
+        self._react_q = fem.Function(Q)
+        self._dreact_q = fem.Function(Q)
+        qpoints, _ = basix.make_quadrature(basix.CellType.quadrilateral, q)
+        n_cells_local = msh.topology.index_map(msh.topology.dim).size_local
+        self._cells = np.arange(n_cells_local, dtype=np.int32)
+        self._qdofs = Q.dofmap.list[:n_cells_local].ravel()
+        jit = {"jit_options": _jit_options()}
+        self._u_at_q = fem.Expression(self.u, qpoints, jit_options=jit["jit_options"])
+        self._rbar_q = fem.Expression(rbar, qpoints, jit_options=jit["jit_options"]).eval(
+            msh, self._cells).ravel()
+
+        self._mass_form = fem.form(w * v * dx, **jit)
+        self._op_form = fem.form(
+            self.diffusion * ufl.inner(ufl.grad(w), ufl.grad(v)) * dx
+            + ufl.dot(vel, ufl.grad(w)) * v * dx, **jit)
+        self._react_form = fem.form(self._react_q * v * dx, **jit)
+        self._dreact_form = fem.form(-self._dreact_q * w * v * dx, **jit)
+
+        # Source: the SPEC f is sum_s a_s(t) g_s(x), so its load vector is a combination of
+        # three vectors assembled once; a custom source(x, t) is assembled per step.
+        if source is None:
+            def g(x0, x1):
+                return ufl.exp(-200 * ((x[0] - x0) ** 2 + (x[1] - x1) ** 2))
+            self._source_vectors = []
+            for form in (g(0.2, 0.2), g(0.6, 0.8), g(0.3, 0.6)):
+                vec = fem_petsc.assemble_vector(fem.form(form * v * dx, **jit))
+                vec.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+                self._source_vectors.append(vec)
+            self._source_form = None
+        else:
+            self._source_form = fem.form(source(x, self.time) * v * dx, **jit)
+
+    @staticmethod
+    def _source_amplitudes(t: float) -> tuple[float, float, float]:
+        """a_s(t) of f = sum_s a_s(t) g_s(x) (SPEC 1)."""
+        return (1000 * (1 + 0.3 * math.cos(2 * math.pi * t)),
+                800 * (1.2 + 0.4 * math.sin(4 * math.pi * t)),
+                900 * (0.9 + 0.2 * math.sin(6 * math.pi * t)))
+
+    def _build_linear_algebra(self) -> None:
+        self._M = fem_petsc.assemble_matrix(self._mass_form)
+        self._M.assemble()
+        self._S = fem_petsc.assemble_matrix(self._op_form)
+        self._S.assemble()
+        self._J = fem_petsc.assemble_matrix(self._dreact_form)  # Q1 sparsity pattern
+        self._J.assemble()
+        self._lin_cache: dict[int, PETSc.Mat] = {}
+        self._F = fem_petsc.create_vector(self.function_space)
+        self._b = self._F.duplicate()
+        self._du = self._F.duplicate()
+        self._tmp = self._F.duplicate()
+        ksp = PETSc.KSP().create(self.comm)
+        ksp.setOperators(self._J)
+        pc = ksp.getPC()
+        pc.setType("lu")
+        # PETSc's own LU (nested dissection) is sequential; MUMPS on several ranks.
+        if self.comm.size == 1:
+            pc.setFactorSolverType("petsc")
+            pc.setFactorOrdering("nd")
+        else:
+            pc.setFactorSolverType("mumps")
+        if self.linear_solver == "lu":
+            ksp.setType("preonly")
+        else:
+            # GMRES preconditioned by an LU factorisation of an earlier Jacobian, refreshed
+            # when GMRES needs more than `_lag_iterations` iterations.
+            ksp.setType("gmres")
+            ksp.setTolerances(rtol=1e-9, atol=0.0, max_it=60)
+            ksp.getPC().setReusePreconditioner(True)
+        self._ksp = ksp
+        self._refresh_pc = True
+        self._lag_iterations = 6
+
+    def _linear_operator(self, level: int) -> PETSc.Mat:
+        """M / dt_level + S with dt_level = dt / 2^level (cached per level)."""
+        if level not in self._lin_cache:
+            A = self._S.copy()
+            A.axpy(2.0 ** level / self.dt, self._M, PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+            self._lin_cache[level] = A
+        return self._lin_cache[level]
+
+    def _build_point_evaluation(self) -> None:
+        """Locate each observation point in a locally owned cell (one rank per point)."""
+        msh = self.mesh
+        pts3 = np.zeros((self.points.shape[0], 3))
+        pts3[:, :2] = self.points
+        tree = geometry.bb_tree(msh, msh.topology.dim)
+        candidates = geometry.compute_collisions_points(tree, pts3)
+        colliding = geometry.compute_colliding_cells(msh, candidates, pts3)
+        n_owned = msh.topology.index_map(msh.topology.dim).size_local
+        cells = np.full(len(pts3), -1, dtype=np.int32)
+        for p in range(len(pts3)):
+            links = colliding.links(p)
+            owned = links[links < n_owned]
+            if owned.size:
+                cells[p] = owned[0]
+        rank = self.comm.rank
+        found = np.where(cells >= 0, rank, self.comm.size)
+        owner = np.empty_like(found)
+        self.comm.Allreduce(found, owner, op=MPI.MIN)
+        if np.any(owner == self.comm.size):
+            raise SolverSettingsError("an observation point lies outside the mesh")
+        mine = owner == rank
+        self._eval_idx = np.flatnonzero(mine)
+        self._eval_pts = pts3[mine]
+        self._eval_cells = cells[mine]
+
+    # ------------------------------------------------------------------ interface
+    def sample_parameters(self, rng: np.random.Generator) -> np.ndarray:
+        """One SPEC-1 draw: y_k ~ U(0, 1) independently, then y / sum(y). Shape (55,)."""
+        return sample_simplex(rng, self.n_parameters)
+
+    def observable_coords(self) -> dict[str, np.ndarray]:
+        """Per-observable coordinates (time-major, point index fastest), each (n_obs,)."""
+        n_p, n_t = self.points.shape[0], self.output_times.size
+        return {
+            "point": np.tile(np.arange(n_p), n_t),
+            "x1": np.tile(self.points[:, 0], n_t),
+            "x2": np.tile(self.points[:, 1], n_t),
+            "time": np.repeat(self.output_times, n_p),
+        }
+
+    # ------------------------------------------------------------------ solve
+    def check_parameters(self, y: Any) -> np.ndarray:
+        """Validate y (55,): finite, non-negative, not all zero. Returns float64 copy."""
+        arr = check_parameter_vector(y, self.n_parameters)
+        neg = np.flatnonzero(arr < 0)
+        if neg.size:
+            raise ValueError(f"y[{neg[0]}] = {arr[neg[0]]} is negative; reaction coefficients "
+                             "must be >= 0")
+        if not np.any(arr > 0):
+            raise ValueError("y is all zero; SPEC 1 parameters lie on the unit simplex "
+                             "(y >= 0, sum 1)")
+        return arr
+
+    def solve(self, y: Any, *, sample: int | None = None) -> np.ndarray:
+        """Observables c (n_points * n_times,), time-major, identical on every rank."""
+        return self.run(y, sample=sample).observables
+
+    def run(self, y: Any, *, sample: int | None = None, keep_fields: bool = False) -> CDRResult:
+        """Solve one sample; see :class:`CDRResult`. Raises SolveError if a step fails."""
+        yv = self.check_parameters(y)
+        t0 = time.perf_counter()
+        if self.reaction_table_step > 0:
+            self._reaction = ReactionTable(yv, self.reaction_table_step,
+                                           self.reaction_table_range, self.logistic_c)
+        else:
+            self._reaction = partial(reaction_sum, y=yv, logistic_c=self.logistic_c)
+        self.u.x.array[:] = 0.0
+        self._refresh_pc = True  # a sample never reuses another sample's factorisation
+        obs = np.zeros((self.output_times.size, self.points.shape[0]))
+        fields = []
+        stats = {"newton": 0, "substeps": 0}
+        out_k = {int(s): k for k, s in enumerate(self._output_steps)}
+        self._u_prev = None
+        for n in range(1, self.n_steps + 1):
+            u_n = self.u.x.array.copy()
+            self._advance(n * self.dt, self.dt, 0, stats, sample)
+            self._u_prev = u_n
+            if n in out_k:
+                obs[out_k[n]] = self._evaluate_points()
+                if keep_fields:
+                    fields.append(self.u.x.array[:self._n_owned()].copy())
+        return CDRResult(obs.ravel(), stats["newton"], stats["substeps"],
+                         time.perf_counter() - t0, fields)
+
+    def _n_owned(self) -> int:
+        im = self.function_space.dofmap.index_map
+        return im.size_local * self.function_space.dofmap.index_map_bs
+
+    def _advance(self, t_end: float, step: float, level: int, stats: dict,
+                 sample: int | None) -> None:
+        """Advance u by one backward-Euler step of size ``step`` ending at ``t_end``; if Newton
+        fails, redo it as two steps of step / 2 (recursively, at most ``max_halvings``)."""
+        u_start = self.u.x.array.copy()
+        try:
+            stats["newton"] += self._newton_step(t_end, level)
+            stats["substeps"] += 1
+        except _NewtonFailure as exc:
+            self.u.x.array[:] = u_start
+            if level >= self.max_halvings:
+                raise SolveError(f"Newton failed with dt = {step:g} after {level} halvings of "
+                                 f"dt = {self.dt:g}: {exc}", sample=sample, time=t_end) from None
+            self._advance(t_end - step / 2, step / 2, level + 1, stats, sample)
+            self._advance(t_end, step / 2, level + 1, stats, sample)
+
+    def _newton_step(self, t_new: float, level: int) -> int:
+        """One backward-Euler step to t_new with dt / 2^level; returns Newton iterations."""
+        inv_dt = 2.0 ** level / self.dt
+        A_lin = self._linear_operator(level)
+        b = self._load_vector(t_new, inv_dt)
+        u = self.u.x.petsc_vec
+        if level == 0 and self._u_prev is not None and self.predictor:
+            # Newton starts from the linear extrapolation 2 u^n - u^(n-1).
+            arr = self.u.x.array
+            arr *= 2.0
+            arr -= self._u_prev
+        norm0 = fnorm = None
+        for it in range(self.newton_max_iterations + 1):
+            F = self._residual(A_lin, b)
+            fnorm = F.norm()
+            if not np.isfinite(fnorm):
+                raise _NewtonFailure(f"residual is {fnorm} at Newton iteration {it}")
+            if norm0 is None:
+                norm0 = fnorm
+            if fnorm <= self.newton_rtol * norm0 or fnorm <= self.newton_atol:
+                return it
+            if it == self.newton_max_iterations:
+                break
+            self._assemble_jacobian(A_lin)
+            self._linear_solve(F)
+            u.axpy(-1.0, self._du)
+            self.u.x.scatter_forward()
+        raise _NewtonFailure(f"no convergence in {self.newton_max_iterations} iterations "
+                             f"(||F|| = {fnorm:.3e}, ||F0|| = {norm0:.3e})")
+
+    def _load_vector(self, t_new: float, inv_dt: float) -> PETSc.Vec:
+        """b = M u^n / dt + F(t_new) (u^n is the current iterate at the start of the step)."""
+        b = self._b
+        self.time.value = t_new
+        if self._source_form is None:
+            b.set(0.0)
+            for amp, vec in zip(self._source_amplitudes(t_new), self._source_vectors,
+                                strict=True):
+                b.axpy(amp, vec)
+        else:
+            with b.localForm() as bl:
+                bl.set(0.0)
+            fem_petsc.assemble_vector(b, self._source_form)
+            b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        self._M.mult(self.u.x.petsc_vec, self._tmp)
+        b.axpy(inv_dt, self._tmp)
+        return b
+
+    def _update_reaction(self) -> None:
+        """Fill rbar s(u) and rbar s'(u) at the quadrature points of the owned cells."""
+        uq = self._u_at_q.eval(self.mesh, self._cells).ravel()
+        s, ds = self._reaction(uq)
+        self._react_q.x.array[self._qdofs] = self._rbar_q * s
+        self._dreact_q.x.array[self._qdofs] = self._rbar_q * ds
+
+    def _residual(self, A_lin: PETSc.Mat, b: PETSc.Vec) -> PETSc.Vec:
+        """F(u) = A_lin u - b - R(u)."""
+        self._update_reaction()
+        F = self._F
+        with F.localForm() as fl:
+            fl.set(0.0)
+        fem_petsc.assemble_vector(F, self._react_form)
+        F.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        F.scale(-1.0)
+        F.axpy(-1.0, b)
+        A_lin.multAdd(self.u.x.petsc_vec, F, F)
+        return F
+
+    def _assemble_jacobian(self, A_lin: PETSc.Mat) -> None:
+        """J = A_lin - dR/du at the current iterate (reaction values from _residual)."""
+        J = self._J
+        J.zeroEntries()
+        fem_petsc.assemble_matrix(J, self._dreact_form)
+        J.assemble()
+        J.axpy(1.0, A_lin, PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+
+    def _linear_solve(self, F: PETSc.Vec) -> None:
+        """du = J^-1 F; with GMRES, refresh the lagged LU when it needs too many iterations."""
+        ksp, pc = self._ksp, self._ksp.getPC()
+        ksp.setOperators(self._J)
+        if self.linear_solver == "lu" or self._refresh_pc:
+            pc.setReusePreconditioner(False)
+            ksp.solve(F, self._du)
+            pc.setReusePreconditioner(self.linear_solver != "lu")
+            self._refresh_pc = False
+        else:
+            ksp.solve(F, self._du)
+            if ksp.getConvergedReason() < 0 or ksp.getIterationNumber() > self._lag_iterations:
+                self._refresh_pc = True
+                self._linear_solve(F)
+                return
+        reason = ksp.getConvergedReason()
+        if reason < 0:
+            raise _NewtonFailure(f"linear solve failed (KSP reason {reason})")
+
+    def _evaluate_points(self) -> np.ndarray:
+        vals = np.zeros(self.points.shape[0])
+        if self._eval_idx.size:
+            vals[self._eval_idx] = self.u.eval(self._eval_pts, self._eval_cells)[:, 0]
+        out = np.empty_like(vals)
+        self.comm.Allreduce(vals, out, op=MPI.SUM)
+        return out
+
+
+def default_parameters() -> np.ndarray:
+    """A reproducible SPEC-1 parameter vector (seed 0) for demos: y ~ U(0,1)^55 / sum."""
+    y = np.random.default_rng(0).random(CDRSolver.n_parameters)
+    return y / y.sum()
+
+
+def sample_simplex(rng: np.random.Generator, n: int = CDRSolver.n_parameters) -> np.ndarray:
+    """SPEC 1 sampling: y_k ~ U(0, 1) independently, then y <- y / sum(y). Shape (n,)."""
+    y = rng.random(n)
+    return y / y.sum()
+
+
+__all__: Sequence[str] = ["CDRSolver", "CDRResult", "DEFAULTS", "reaction_functions",
+                          "reaction_levels", "sample_simplex", "default_parameters"]
