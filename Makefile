@@ -62,7 +62,7 @@ pytest-mpi: $(STAMP)
 test: lint pytest pytest-mpi
 
 demo: $(STAMP)
-	$(VENV)/bin/solve-pde cdr --default-params --out $(DEMO)/cdr_observables.npy --plot $(DEMO)/cdr_field.png
+	$(VENV)/bin/solve-pde cdr --seed 0 --out $(DEMO)/cdr_observables.npy --plot $(DEMO)/cdr_field.png
 
 bench: $(STAMP)
 	$(PY) bench/bench_cdr.py
