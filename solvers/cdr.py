@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -230,7 +231,12 @@ class _NewtonFailure(Exception):
 
 
 def _jit_options() -> dict[str, Any]:
-    """Optimised JIT flags with a cache directory specific to this CPU (-march=native)."""
+    """Optimised JIT flags with a cache directory specific to this CPU (-march=native).
+
+    The cache lives in ``$VARPRO_JIT_CACHE_DIR`` if set, else ``~/.cache/fenics``, in a
+    sub-folder named by a hash of the CPU model and flags, so that a home directory shared
+    by different nodes of a cluster never runs code compiled for another CPU.
+    """
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         tag_src = "".join(ln for ln in cpuinfo.splitlines(True)
@@ -240,7 +246,8 @@ def _jit_options() -> dict[str, Any]:
     tag = hashlib.sha1((platform.machine() + tag_src).encode()).hexdigest()[:12]
     return {
         "cffi_extra_compile_args": ["-O3", "-march=native"],
-        "cache_dir": str(Path("~/.cache/fenics").expanduser() / f"varpro-{tag}"),
+        "cache_dir": str(Path(os.environ.get("VARPRO_JIT_CACHE_DIR", "~/.cache/fenics"))
+                         .expanduser() / f"varpro-{tag}"),
         "timeout": 300,
     }
 
@@ -280,8 +287,9 @@ class CDRSolver:
     quadrature_degree : int
         Degree of the Gauss rule for all cell integrals (2: 2 x 2 points).
     linear_solver : {"gmres", "lu"}
-        Newton systems: GMRES (rtol 1e-9) preconditioned by a lagged LU factorisation that is
-        refreshed when GMRES needs more than 6 iterations, or a fresh LU every iteration.
+        Newton systems: GMRES (inexact-Newton tolerance, see ``_forcing_term``) preconditioned
+        by a lagged LU factorisation that is refreshed when GMRES needs more than 6
+        iterations, or a fresh LU every iteration.
     predictor : bool
         Start Newton from the linear extrapolation 2 u^n - u^(n-1) instead of u^n. About 20 %
         fewer Newton iterations, but in stiff corner cases (y near e_1) it changes which steps
@@ -640,7 +648,7 @@ class CDRSolver:
             if it == self.newton_max_iterations:
                 break
             self._assemble_jacobian(A_lin)
-            self._linear_solve(F)
+            self._linear_solve(F, self._forcing_term(fnorm, norm0))
             u.axpy(-1.0, self._du)
             self.u.x.scatter_forward()
         raise _NewtonFailure(f"no convergence in {self.newton_max_iterations} iterations "
@@ -692,10 +700,23 @@ class CDRSolver:
         J.assemble()
         J.axpy(1.0, A_lin, PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
 
-    def _linear_solve(self, F: PETSc.Vec) -> None:
-        """du = J^-1 F; with GMRES, refresh the lagged LU when it needs too many iterations."""
+    def _forcing_term(self, fnorm: float, norm0: float) -> float:
+        """Relative GMRES tolerance for the Newton system (inexact Newton).
+
+        Loose (<= 1e-4) while the Newton residual is large, and tight enough near the end that
+        the linear residual stays below half the Newton target newton_rtol * ||F0||:
+        eta = min(1e-4, max(0.5 rtol ||F0|| / ||F||, ||F|| / ||F0||)), at least 1e-12.
+        """
+        target = max(self.newton_rtol * norm0, self.newton_atol)
+        return max(1e-12, min(1e-4, max(0.5 * target / fnorm, fnorm / norm0)))
+
+    def _linear_solve(self, F: PETSc.Vec, rtol: float = 1e-12) -> None:
+        """du = J^-1 F (GMRES to relative tolerance ``rtol``); with GMRES, refresh the lagged
+        LU when GMRES does not converge within ``_lag_iterations`` iterations."""
         ksp, pc = self._ksp, self._ksp.getPC()
         ksp.setOperators(self._J)
+        if self.linear_solver == "gmres":
+            ksp.setTolerances(rtol=rtol)
         if self.linear_solver == "lu" or self._refresh_pc:
             pc.setReusePreconditioner(False)
             ksp.solve(F, self._du)
@@ -705,7 +726,7 @@ class CDRSolver:
             ksp.solve(F, self._du)
             if ksp.getConvergedReason() < 0:  # not converged within _lag_iterations
                 self._refresh_pc = True
-                self._linear_solve(F)
+                self._linear_solve(F, rtol)
                 return
         reason = ksp.getConvergedReason()
         if reason < 0:

@@ -529,10 +529,36 @@ class DCRSolver:
         dz2 = (x3[c0:c1] - y1) ** 2
         return np.exp(10.0 * np.exp(-(plane[:, :, None] + dz2[None, None, :]) / y2**2))
 
+    def _checked_cells(self, m_cells: Any) -> np.ndarray:
+        """m_cells as float64 (n1, n2, n3), finite and positive, or ValueError."""
+        m = np.asarray(m_cells, dtype=np.float64)
+        if m.shape != self.n_cells:
+            raise ValueError(f"m_cells must have shape {self.n_cells}, got {m.shape}")
+        if not np.all(np.isfinite(m)) or np.any(m <= 0):
+            raise ValueError("m_cells must be finite and > 0 everywhere")
+        return m
+
+    def operator_matrix(self, m_cells: np.ndarray) -> sp.csr_matrix:
+        """The rows of A(m) = G^T M_e(m) G owned by this rank (all rows on one rank).
+
+        Parameters
+        ----------
+        m_cells : ndarray, shape (n1, n2, n3)
+            Positive cell conductivities.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix, shape (row_end - row_start, n_nodes)
+            Global node columns in the x1-fastest order; units length (volume / length^2).
+        """
+        c0, c1 = self._cell_planes
+        values = self._operator_values(self._pad_cells(self._checked_cells(m_cells)[:, :, c0:c1]))
+        return sp.csr_matrix((values, self._indices, self._indptr),
+                             shape=(self.row_end - self.row_start, self.n_nodes))
+
     def _solve(self, m_pad: np.ndarray, rhs_local: np.ndarray, sample: int | None) -> np.ndarray:
         """Assemble A(m), solve A u = rhs (zero-mean u), return the owned part of u."""
-        self._A.setValuesCSR(self._indptr, self._indices,
-                             self._operator_values(m_pad))
+        self._A.setValuesCSR(self._indptr, self._indices, self._operator_values(m_pad))
         self._A.assemble()
         self._b.getArray()[:] = rhs_local
         self._nullspace.remove(self._b)
@@ -613,11 +639,7 @@ class DCRSolver:
         ndarray, shape (n1+1, n2+1, n3+1)
             Zero-mean nodal potential, gathered on every rank.
         """
-        m = np.asarray(m_cells, dtype=np.float64)
-        if m.shape != self.n_cells:
-            raise ValueError(f"m_cells must have shape {self.n_cells}, got {m.shape}")
-        if not np.all(np.isfinite(m)) or np.any(m <= 0):
-            raise ValueError("m_cells must be finite and > 0 everywhere")
+        m = self._checked_cells(m_cells)
         if rhs is None:
             q = self._dipole_local()
         else:
