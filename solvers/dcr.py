@@ -446,8 +446,8 @@ class DCRSolver:
         """Sparse P (n_observables x n_nodes) with c = P u (SPEC 2), and its owned columns."""
         r = self.receiver_start + self.receiver_spacing * np.arange(self.n_receivers)
         # observable order: i (x1 index) fastest, then j, D1 block then D2 block
-        x1 = np.tile(r, self.n_receivers)
-        x2 = np.repeat(r, self.n_receivers)
+        x2 = np.tile(r, self.n_receivers)
+        x1 = np.repeat(r, self.n_receivers)
         top = np.full_like(x1, self.domain[2])
         s = self.difference_step
         blocks = []
