@@ -1,0 +1,103 @@
+"""``generate-dataset``: parameter/observable datasets from the PDE solvers, under MPI.
+
+Examples
+--------
+::
+
+    mpiexec -n 8 generate-dataset cdr --samples 800 --seed 1 --out cdr.h5
+    mpiexec -n 8 generate-dataset dcr --samples 10000 --out dcr.h5 --ranks-per-sample 2
+    generate-dataset dcr --samples 20 --out small.h5 --set 'n_cells=[12,12,6]'
+
+Started again with the same command after an interruption, it resumes the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
+from mpi4py import MPI
+
+from datasets.config import resolve_overrides
+from datasets.errors import ConfigError, ConfigMismatchError, DatasetFileError
+from datasets.generate import GenerationOptions, generate
+from datasets.splits import SplitSpec
+from solvers import SOLVERS
+
+PROG = "generate-dataset"
+#: paper dataset sizes (SPEC 3), the default --samples
+PAPER_SAMPLES = {"cdr": 800, "dcr": 10000}
+USER_ERRORS = (ConfigError, ConfigMismatchError, DatasetFileError)
+
+
+class _RankZeroParser(argparse.ArgumentParser):
+    """An ArgumentParser that prints (usage, errors, help) on world rank 0 only."""
+
+    def _print_message(self, message: str, file=None) -> None:  # noqa: ANN001
+        if MPI.COMM_WORLD.rank == 0:
+            super()._print_message(message, file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    p = _RankZeroParser(
+        prog=PROG, description="Solve a PDE for many random parameter vectors in parallel and "
+        "write a resumable HDF5 dataset (run under mpiexec for several ranks).")
+    p.add_argument("problem", choices=sorted(SOLVERS), help="which PDE problem")
+    p.add_argument("--out", required=True, type=Path, help="output HDF5 file (resumed if it "
+                   "exists and was made with the same configuration)")
+    p.add_argument("--samples", type=int, help="number of samples (default: the paper's, "
+                   + ", ".join(f"{k} {v}" for k, v in PAPER_SAMPLES.items()) + ")")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--ranks-per-sample", type=int, default=1, metavar="K",
+                   help="ranks that solve one sample together (must divide the rank count)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="assign",
+                   help="override a solver setting; VALUE is a TOML literal (repeatable)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML file of solver settings (--set overrides it)")
+    p.add_argument("--split", type=str, metavar="TRAIN,VAL,TEST",
+                   help="split sizes as counts (400,200,200) or fractions (0.8,0.1,0.1); "
+                   "default: SPEC 3 ratios, CDR 50/25/25, DCR 80/10/10")
+    p.add_argument("--checkpoint-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="minimum seconds between checkpoints of the output file (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> GenerationOptions:
+    """GenerationOptions from parsed arguments (raises ConfigError for bad values)."""
+    return GenerationOptions(
+        problem=args.problem, out=args.out,
+        samples=args.samples if args.samples is not None else PAPER_SAMPLES[args.problem],
+        seed=args.seed, settings=resolve_overrides(args.config, args.assign),
+        ranks_per_sample=args.ranks_per_sample,
+        split=SplitSpec.parse(args.split) if args.split is not None else None,
+        checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error). Bugs abort all ranks."""
+    world = MPI.COMM_WORLD
+    args = build_parser().parse_args(argv)
+    try:
+        summary = generate(options_from_args(args))
+    except USER_ERRORS as exc:
+        if world.rank == 0:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        if world.size > 1:
+            world.Abort(1)
+        raise
+    if world.rank == 0:
+        print(f"{PROG}: {summary.line()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

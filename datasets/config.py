@@ -1,0 +1,78 @@
+"""Solver settings from the command line and TOML files, and configuration comparison.
+
+``--set key=value`` values are TOML literals (``n_cells=12``, ``'n_cells=[12,12,6]'``,
+``linear_solver="gmres"``; a bare word such as ``linear_solver=gmres`` is taken as a string).
+A ``--config`` TOML file holds the same keys at its top level; ``--set`` overrides the file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from datasets.errors import ConfigError
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Split ``key=value`` and parse the value as a TOML literal."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not _KEY.fullmatch(key):
+        raise ConfigError(f"--set expects key=value with a setting name as key, got {text!r}")
+    try:
+        return key, tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        if _BARE_WORD.fullmatch(raw.strip()):
+            return key, raw.strip()
+        raise ConfigError(f"--set {text!r}: {raw!r} is not a TOML value (numbers, "
+                          f"\"strings\", [lists], true/false)") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Solver settings from a TOML file (top-level keys)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def resolve_overrides(config_file: str | Path | None, assignments: list[str]) -> dict[str, Any]:
+    """Solver-setting overrides: the config file's keys, then each ``--set`` in order."""
+    settings = load_config_file(config_file) if config_file is not None else {}
+    for text in assignments:
+        key, value = parse_assignment(text)
+        settings[key] = value
+    return settings
+
+
+def differences(stored: Any, requested: Any, prefix: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like configurations.
+
+    Returns
+    -------
+    list of str
+        One line per differing leaf, e.g. ``"solver.n_cells: file has 12, requested 13"``.
+    """
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        out = []
+        for key in sorted(set(stored) | set(requested)):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in stored:
+                out.append(f"{name}: not in the file, requested {requested[key]!r}")
+            elif key not in requested:
+                out.append(f"{name}: file has {stored[key]!r}, not in the request")
+            else:
+                out += differences(stored[key], requested[key], name)
+        return out
+    if stored != requested:
+        return [f"{prefix or 'configuration'}: file has {stored!r}, requested {requested!r}"]
+    return []

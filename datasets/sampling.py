@@ -1,0 +1,43 @@
+"""Per-sample parameter draws that depend only on (dataset seed, sample index).
+
+Sample ``i`` of a dataset with seed ``s`` uses the generator ``np.random.default_rng([s, i])``,
+so its parameters do not depend on the number of MPI ranks, the order in which samples are
+solved, or on how often a job was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def check_seed(seed: Any) -> int:
+    """Return ``seed`` as an int >= 0 or raise ValueError (numpy seeds must be non-negative)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The random generator of sample ``index`` in a dataset with seed ``seed``."""
+    return np.random.default_rng([check_seed(seed), int(index)])
+
+
+def draw_parameters(solver: Any, seed: int, index: int) -> np.ndarray:
+    """Parameters of sample ``index``: ``solver.sample_parameters(sample_rng(seed, index))``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (solver.n_parameters,), float64.
+    """
+    return np.asarray(solver.sample_parameters(sample_rng(seed, index)), dtype=np.float64)
+
+
+def draw_all_parameters(solver: Any, seed: int, n_samples: int) -> np.ndarray:
+    """Parameters of samples 0..n_samples-1, shape (n_samples, solver.n_parameters), float64."""
+    y = np.empty((n_samples, solver.n_parameters))
+    for i in range(n_samples):
+        y[i] = draw_parameters(solver, seed, i)
+    return y

@@ -1,0 +1,233 @@
+"""The single writer of a dataset file (world rank 0): create or resume, record, checkpoint.
+
+Resume and atomicity
+--------------------
+The output file is never modified in place. Rank 0 keeps the whole dataset in memory and
+writes it as a new file that atomically replaces the old one (:func:`storage.write_atomic`):
+once when the job starts (every sample "pending", parameters already drawn), then at most
+every ``checkpoint_interval`` seconds while results arrive (the interval grows to 20 times
+the last write's duration, so checkpoints cost at most ~5 % of the run), and at the end.
+A job killed at any moment, even with SIGKILL, therefore leaves a valid file holding every
+result up to its last checkpoint. Started again with the same command, the job reads that
+file, checks that its stored configuration equals the requested one (otherwise it refuses and
+names the differing keys), re-draws the parameters to check they match, and hands out only
+the samples still pending. Results are deterministic functions of (configuration, seed,
+index), so the finished file holds the same data as an uninterrupted run; recording a sample
+twice is an error. A lock file ``<out>.lock`` (``fcntl.flock``, released by the kernel when
+the process dies) keeps two jobs from writing the same file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.config import differences
+from datasets.errors import ConfigMismatchError, DatasetFileError
+from datasets.provenance import now, software_versions
+from datasets.sampling import draw_all_parameters
+from datasets.splits import SPLIT_NAMES, SplitSpec, make_splits
+from datasets.storage import (
+    FAILED,
+    OK,
+    PENDING,
+    DatasetState,
+    read_state,
+    remove_stale_temporaries,
+    write_atomic,
+)
+
+#: a checkpoint waits at least this many times its predecessor's write time
+CHECKPOINT_COST_FACTOR = 20.0
+
+
+class DatasetWriter:
+    """Rank 0's handle on the output file; use :meth:`open`.
+
+    Parameters
+    ----------
+    path : Path
+        Output file.
+    state : DatasetState
+        In-memory dataset, kept in sync with the results received.
+    lock : file object
+        Open lock file (held until :meth:`close`).
+    checkpoint_interval : float
+        Minimum seconds between checkpoints.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    """
+
+    def __init__(self, path: Path, state: DatasetState, lock: IO[str],
+                 checkpoint_interval: float, progress: bool):
+        self.path = path
+        self.state = state
+        self._lock = lock
+        self._interval = checkpoint_interval
+        self._next_checkpoint = time.perf_counter() + checkpoint_interval
+        self.n_recorded = 0
+        self._runs = json.loads(state.attrs["runs"])
+        n_done = int(np.count_nonzero(state.status != PENDING))
+        self._bar = tqdm(total=state.status.size, initial=n_done, unit="sample",
+                         desc=state.attrs["problem"], disable=not progress, smoothing=0.1,
+                         dynamic_ncols=True)
+        self._bar.set_postfix(failed=int(np.count_nonzero(state.status == FAILED)))
+
+    @classmethod
+    def open(cls, path: str | Path, config: dict[str, Any], solver: Any, n_ranks: int, *,
+             checkpoint_interval: float = 10.0, progress: bool = True) -> DatasetWriter:
+        """Create ``path`` (all samples pending) or resume it if it exists.
+
+        Parameters
+        ----------
+        config : dict
+            Resolved configuration: ``problem``, ``solver`` (settings) and ``generation``
+            (``samples``, ``seed``, ``ranks_per_sample``, ``split``).
+        solver : PDESolver
+            Draws the parameters and supplies names and observable coordinates.
+        n_ranks : int
+            MPI world size of this run (provenance).
+
+        Raises
+        ------
+        DatasetFileError
+            The file exists but is not a readable dataset, or another job holds its lock.
+        ConfigMismatchError
+            The file was started with a different configuration.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = _acquire_lock(path)
+        except OSError as exc:
+            raise DatasetFileError(f"{path}: cannot write here: {exc.strerror}") from None
+        try:
+            remove_stale_temporaries(path)
+            config = json.loads(json.dumps(config))
+            gen = config["generation"]
+            y = draw_all_parameters(solver, gen["seed"], gen["samples"])
+            if path.exists():
+                state = _resume_state(path, config, y)
+            else:
+                state = DatasetState.empty(_new_attrs(config), list(solver.parameter_names), y,
+                                           solver.n_observables, solver.observable_coords())
+            state.attrs.update(n_ranks=n_ranks, **software_versions())
+            runs = json.loads(state.attrs["runs"])
+            runs.append({"started": now(), "n_ranks": n_ranks, "solved": 0,
+                         "git_commit": state.attrs["git_commit"]})
+            state.attrs["runs"] = json.dumps(runs)
+            writer = cls(path, state, lock, checkpoint_interval, progress)
+            writer.checkpoint()
+        except OSError as exc:
+            lock.close()
+            raise DatasetFileError(f"{path}: cannot write: {exc}") from None
+        except BaseException:
+            lock.close()
+            raise
+        return writer
+
+    def pending(self) -> np.ndarray:
+        """Indices of the samples still to solve, ascending, int64."""
+        return np.flatnonzero(self.state.status == PENDING).astype(np.int64)
+
+    def record(self, result: Any) -> None:
+        """Store one sample's result (a :class:`datasets.generate.SampleResult`)."""
+        s, i = self.state, result.index
+        if s.status[i] != PENDING:
+            raise RuntimeError(f"sample {i} was recorded twice")
+        s.status[i] = result.status
+        s.c[i] = result.c if result.status == OK else np.nan
+        s.solve_time[i] = result.solve_time
+        s.attempts[i] = result.attempts
+        s.solver_rank[i] = result.rank
+        s.failure_reason[i] = result.reason
+        self.n_recorded += 1
+        self._bar.update(1)
+        if result.status == FAILED:
+            self._bar.set_postfix(failed=int(np.count_nonzero(s.status == FAILED)))
+
+    def maybe_checkpoint(self) -> None:
+        """Write a checkpoint if the last one is old enough."""
+        if time.perf_counter() >= self._next_checkpoint:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Atomically replace the file with the current state."""
+        start = time.perf_counter()
+        self._runs[-1]["solved"] = self.n_recorded
+        self.state.attrs.update(updated=now(), runs=json.dumps(self._runs))
+        write_atomic(self.path, self.state)
+        end = time.perf_counter()
+        self._next_checkpoint = end + max(self._interval,
+                                          CHECKPOINT_COST_FACTOR * (end - start))
+
+    def finish(self, split: SplitSpec) -> dict[str, int]:
+        """Draw the splits if no sample is pending, mark the file complete and write it.
+
+        Returns
+        -------
+        dict
+            Size of each split (empty if samples are still pending).
+        """
+        s = self.state
+        complete = not np.any(s.status == PENDING)
+        if complete:
+            s.splits = make_splits(s.status == OK, split, int(s.attrs["seed"]))
+        s.attrs["complete"] = complete
+        self._runs[-1]["finished"] = now()
+        self.checkpoint()
+        self.close()
+        return {name: int(s.splits[name].size) for name in SPLIT_NAMES} if complete else {}
+
+    def close(self) -> None:
+        """Close the progress bar and release the lock."""
+        self._bar.close()
+        self._lock.close()
+
+
+def _acquire_lock(path: Path) -> IO[str]:
+    lock_path = path.with_name(path.name + ".lock")
+    lock = lock_path.open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DatasetFileError(f"{path}: another generate-dataset job is writing this file "
+                               f"(lock {lock_path} is held)") from None
+    except OSError:
+        pass  # a file system without flock: go on unlocked
+    return lock
+
+
+def _new_attrs(config: dict[str, Any]) -> dict[str, Any]:
+    gen = config["generation"]
+    return {"problem": config["problem"], "config": json.dumps(config, sort_keys=True),
+            "seed": gen["seed"], "n_samples": gen["samples"],
+            "ranks_per_sample": gen["ranks_per_sample"], "created": now(), "complete": False,
+            "runs": "[]"}
+
+
+def _resume_state(path: Path, config: dict[str, Any], y: np.ndarray) -> DatasetState:
+    try:
+        state = read_state(path)
+    except DatasetFileError as exc:
+        raise DatasetFileError(f"{exc}; not resuming into it (remove it or choose another "
+                               f"--out)") from None
+    diff = differences(state.config, config)
+    if diff:
+        raise ConfigMismatchError(
+            f"{path} was started with a different configuration; not resuming into it "
+            f"(use the same options, or another --out):\n  " + "\n  ".join(diff))
+    same_shape = state.y.shape == y.shape
+    bad = np.flatnonzero(np.any(state.y != y, axis=1)) if same_shape else np.arange(len(y))
+    if bad.size:
+        raise ConfigMismatchError(
+            f"{path}: the parameters stored for sample {bad[0]} ({bad.size} samples in all) "
+            f"differ from those this code draws for the same seed; not resuming into it")
+    return state
