@@ -7,30 +7,22 @@ A ``--config`` TOML file holds the same keys at its top level; ``--set`` overrid
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from datasets.errors import ConfigError
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+from solvers.base import SolverSettingsError
+from solvers.base import parse_assignment as solver_parse_assignment
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """Split ``key=value`` and parse the value as a TOML literal."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not _KEY.fullmatch(key):
-        raise ConfigError(f"--set expects key=value with a setting name as key, got {text!r}")
+    """Split ``key=value`` and parse the value as a TOML literal (see
+    :func:`solvers.base.parse_assignment`)."""
     try:
-        return key, tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        if _BARE_WORD.fullmatch(raw.strip()):
-            return key, raw.strip()
-        raise ConfigError(f"--set {text!r}: {raw!r} is not a TOML value (numbers, "
-                          f"\"strings\", [lists], true/false)") from None
+        return solver_parse_assignment(text)
+    except SolverSettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

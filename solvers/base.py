@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -92,3 +94,27 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not float(value).is_integer() or int(value) < 1:
         raise SolverSettingsError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Split a command-line ``key=value`` setting and parse the value as a TOML literal.
+
+    ``n_cells=12``, ``'n_cells=[12,12,6]'``, ``linear_solver="gmres"``; a bare word such as
+    ``linear_solver=gmres`` is taken as a string. Raises SolverSettingsError otherwise.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not _KEY.fullmatch(key):
+        raise SolverSettingsError(
+            f"--set expects key=value with a setting name as key, got {text!r}")
+    try:
+        return key, tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        if _BARE_WORD.fullmatch(raw.strip()):
+            return key, raw.strip()
+        raise SolverSettingsError(f"--set {text!r}: {raw!r} is not a TOML value (numbers, "
+                                  f"\"strings\", [lists], true/false)") from None

@@ -13,13 +13,12 @@ import argparse
 import os
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from solvers.base import SolveError, SolverSettingsError
+from solvers.base import SolveError, SolverSettingsError, parse_assignment
 
 PROBLEM_HELP = {
     "cdr": "convection-diffusion-reaction, y in R^55 -> c in R^72 (SPEC 1)",
@@ -32,18 +31,8 @@ class CLIError(Exception):
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict, each value parsed as a TOML literal (strings may be bare)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise CLIError(f"--set expects key=value, got {item!r}")
-        try:
-            out[key] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = raw.strip()
-    return out
+    """``["key=value", ...]`` -> settings dict (values parsed as TOML literals)."""
+    return dict(parse_assignment(item) for item in items)
 
 
 def read_parameters(path: str) -> np.ndarray:
