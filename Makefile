@@ -56,8 +56,11 @@ pytest: $(STAMP)
 
 # 2-rank run of the tests marked `mpi`; rank 1's report goes to a file, rank 0's to the terminal.
 pytest-mpi: $(STAMP)
-	timeout $(MPI_TEST_TIMEOUT) $(MPIEXEC) -n 1 $(PY) -m pytest -m mpi -p no:cacheprovider : \
-	  -n 1 sh -c '$(PY) -m pytest -m mpi -p no:cacheprovider -q > .pytest-rank1.log 2>&1'
+	@timeout $(MPI_TEST_TIMEOUT) $(MPIEXEC) -n 1 $(PY) -m pytest -m mpi -p no:cacheprovider : \
+	  -n 1 sh -c '$(PY) -m pytest -m mpi -p no:cacheprovider -q > .pytest-rank1.log 2>&1' \
+	  || { status=$$?; echo "--- rank 1 output (.pytest-rank1.log) ---"; cat .pytest-rank1.log; \
+	       [ $$status -eq 124 ] && echo "2-rank tests timed out after $(MPI_TEST_TIMEOUT) s"; \
+	       exit $$status; }
 
 test: lint pytest pytest-mpi
 

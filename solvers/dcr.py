@@ -78,9 +78,9 @@ DEFAULTS: dict[str, Any] = {
 #: Preconditioners accepted by the ``preconditioner`` setting.
 PRECONDITIONERS = ("auto", "icc", "gamg")
 
-#: "auto" uses ICC up to this many nodes on one rank, else GAMG. Measured (CG, rtol 1e-10):
-#: 60,025 nodes ICC(1) 88 its ~0.1 s vs GAMG 15 its ~0.2 s; 451,584 nodes ICC(1) 163 its
-#: ~3.5 s vs GAMG 15 its ~2.3 s.
+#: "auto" uses ICC up to this many nodes on one rank, else GAMG. Measured per sample (CG,
+#: rtol 1e-10, CPU seconds): 60,025 nodes ICC(1) 88 its 0.12 s vs GAMG 16 its 0.14 s;
+#: 461,041 nodes ICC(1) 163 its ~2.5 s vs GAMG 16 its 1.5 s.
 AUTO_ICC_MAX_NODES = 200_000
 
 #: Relative tolerance for "this coordinate lies on a mesh node".
@@ -407,6 +407,8 @@ class DCRSolver:
         Returns the x1-, x2- and x3-edge conductances with shapes (n1, n2+1, k1-k0),
         (n1+1, n2, k1-k0) and (n1+1, n2+1, k1-k0+1); x3-edge t joins planes k0-1+t, k0+t.
         """
+        # SPEC 2: (M_e)_ee = (cell volume / 4) * sum of m over the (up to 4) cells sharing e;
+        # an x1-edge's cells differ in x2 and x3, hence the pair sums along those axes
         quarter_vol = math.prod(self.h) / 4
         w1 = _pair_sum(_pair_sum(m_pad[1:-1], 1), 2)
         w2 = _pair_sum(_pair_sum(m_pad[:, 1:-1], 0), 2)
@@ -418,6 +420,7 @@ class DCRSolver:
     def _operator_values(self, m_pad: np.ndarray) -> np.ndarray:
         """CSR values of A = G^T M_e G on the owned rows, in the order of ``_indices``."""
         w1, w2, w3 = self._edge_weights(m_pad)
+        # (G^T M_e G)_ab = -(M_e)_ee / h_e^2 for the edge e = (a, b), and the row sums vanish;
         # conductance of the edge towards each neighbour, on the owned nodes (zero if absent)
         west = np.pad(w1, ((1, 0), (0, 0), (0, 0)))
         east = np.pad(w1, ((0, 1), (0, 0), (0, 0)))
@@ -446,8 +449,8 @@ class DCRSolver:
         """Sparse P (n_observables x n_nodes) with c = P u (SPEC 2), and its owned columns."""
         r = self.receiver_start + self.receiver_spacing * np.arange(self.n_receivers)
         # observable order: i (x1 index) fastest, then j, D1 block then D2 block
-        x2 = np.tile(r, self.n_receivers)
-        x1 = np.repeat(r, self.n_receivers)
+        x1 = np.tile(r, self.n_receivers)
+        x2 = np.repeat(r, self.n_receivers)
         top = np.full_like(x1, self.domain[2])
         s = self.difference_step
         blocks = []
@@ -520,6 +523,8 @@ class DCRSolver:
             Conductivity (dimensionless, between 1 and e^10) at the cell centres.
         """
         y1, y2, y3 = self.check_parameters(y)
+        # SPEC 2: m = exp(10 exp(-(2 r1^2 + r2^2 + (x3 - y1)^2) / y2^2)),
+        # (r1, r2) = Q(y3) (x1 - 1, x2 - 1), Q(t) = [[cos t, -sin t], [sin t, cos t]]
         c0, c1 = planes if planes is not None else (0, self.n_cells[2])
         x1, x2, x3 = ((np.arange(n) + 0.5) * h for n, h in zip(self.n_cells, self.h, strict=True))
         a, b = x1[:, None] - 1.0, x2[None, :] - 1.0
@@ -549,7 +554,7 @@ class DCRSolver:
         Returns
         -------
         scipy.sparse.csr_matrix, shape (row_end - row_start, n_nodes)
-            Global node columns in the x1-fastest order; units length (volume / length^2).
+            Global node columns in the x1-fastest order; entries in conductivity x length.
         """
         c0, c1 = self._cell_planes
         values = self._operator_values(self._pad_cells(self._checked_cells(m_cells)[:, :, c0:c1]))
@@ -667,51 +672,64 @@ def _reason_name(reason: int) -> str:
 
 
 def plot_solution(solver: DCRSolver, y: Any, c: np.ndarray, path: str | Path) -> None:
-    """Save a PNG: conductivity slices at several depths and the D1, D2 observable images.
+    """Save a PNG: conductivity slices and the D1, D2 observable images.
+
+    Top row: log m on horizontal slices (parallel to x1-x2) at four heights, as in GNvpro
+    fig. 9, with the electrodes marked. Bottom row: D1 and D2 as n_receivers x n_receivers
+    images (GNvpro fig. 4; colours clipped at the 95th percentile of |D| so that the structure
+    away from the electrodes shows), and log m on the vertical cell slice nearest x2 = L2 / 2.
 
     Parameters
     ----------
     solver : DCRSolver
     y : array_like, shape (3,)
-        Parameters whose conductivity is shown (GNvpro fig. 9).
+        Parameters whose conductivity is shown.
     c : ndarray, shape (n_observables,)
-        Observables to show as two n_receivers x n_receivers images (GNvpro fig. 4).
+        Observables (potential differences per unit current).
     path : str or Path
-        Output file.
+        Output PNG file, written by rank 0 of ``solver.comm`` only.
     """
+    if solver.comm.rank != 0:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    m = np.log(solver.conductivity(y))
+    log_m = np.log(solver.conductivity(y))
     L1, L2, L3 = solver.domain
-    n3 = solver.n_cells[2]
-    depths = np.linspace(0.2, 0.8, 4) * L3
-    fig, axes = plt.subplots(2, 4, figsize=(15, 7.5), constrained_layout=True)
-    for ax, x3 in zip(axes[0], depths, strict=True):
-        k = min(int(x3 / solver.h[2]), n3 - 1)
-        im = ax.imshow(m[:, :, k].T, origin="lower", extent=(0, L1, 0, L2), vmin=0,
-                       vmax=max(m.max(), 1e-12), cmap="viridis")
-        ax.set_title(f"log m at x3 = {(k + 0.5) * solver.h[2]:.3f}")
-        ax.set_xlabel("x1")
-        ax.set_ylabel("x2")
-    fig.colorbar(im, ax=axes[0, -1])
+    n1, n2, n3 = solver.n_cells
+    colours = dict(vmin=0.0, vmax=max(log_m.max(), 1e-12), cmap="viridis")
+    electrodes = np.array([solver.source_plus, solver.source_minus])
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8), constrained_layout=True)
+    for ax, height in zip(axes[0], np.linspace(0.2, 0.8, 4) * L3, strict=True):
+        k = min(int(height / solver.h[2]), n3 - 1)
+        im = ax.imshow(log_m[:, :, k].T, origin="lower", extent=(0, L1, 0, L2), **colours)
+        ax.plot(electrodes[:, 0], electrodes[:, 1], "wx")
+        ax.set(title=f"log m, x3 = {(k + 0.5) * solver.h[2]:.3f}", xlabel="x1", ylabel="x2")
+    fig.colorbar(im, ax=axes[0, -1], label="log m")
+
     n = solver.n_receivers
-    coords = solver.observable_coords()
-    r = coords["receiver_x1"][:n]
-    extent = (r[0], r[-1], r[0], r[-1])
+    r = solver.observable_coords()["receiver_x1"][:n]
+    half = solver.receiver_spacing / 2
+    extent = (r[0] - half, r[-1] + half, r[0] - half, r[-1] + half)
     c = np.asarray(c)
-    for ax, block, label in ((axes[1, 0], 0, "D1"), (axes[1, 1], 1, "D2")):
-        image = c[block * n * n:(block + 1) * n * n].reshape(n, n, order="F")
-        im = ax.imshow(image.T, origin="lower", extent=extent, cmap="RdBu_r")
-        ax.set_title(f"{label}[i, j] (x1 index i horizontal)")
-        ax.set_xlabel("receiver x1")
-        ax.set_ylabel("receiver x2")
+    for block, label in enumerate(("D1", "D2")):
+        image = c[block * n * n:(block + 1) * n * n].reshape(n, n, order="F")   # [i, j]
+        limit = max(np.percentile(np.abs(image), 95), 1e-300)
+        ax = axes[1, block]
+        im = ax.imshow(image.T, origin="lower", extent=extent, cmap="RdBu_r", vmin=-limit,
+                       vmax=limit)
+        ax.set(title=f"{label} (clipped at +-{limit:.3g})", xlabel="receiver x1",
+               ylabel="receiver x2")
         fig.colorbar(im, ax=ax)
-    for ax in axes[1, 2:]:
-        ax.axis("off")
+    ax = axes[1, 2]
+    im = ax.imshow(log_m[:, n2 // 2, :].T, origin="lower", extent=(0, L1, 0, L3),
+                   aspect="auto", **colours)
+    ax.set(title=f"log m, x2 = {(n2 // 2 + 0.5) * solver.h[1]:.3f}", xlabel="x1", ylabel="x3")
+    axes[1, 3].axis("off")
     y = np.asarray(y, dtype=float)
-    fig.suptitle(f"DCR: depth {y[0]:.3f}, size {y[1]:.3f}, angle {y[2]:.3f}")
+    fig.suptitle(f"DCR ({n1} x {n2} x {n3} cells): y = (depth {y[0]:.3f}, size {y[1]:.3f}, "
+                 f"angle {y[2]:.3f})")
     fig.savefig(path, dpi=100)
     plt.close(fig)
