@@ -1,0 +1,126 @@
+"""Separable surrogate c = W [F(y, theta); 1] (SPEC section 4, GNvpro eq. 1.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from surrogate.neural_ode import NeuralODE
+from surrogate.normalization import Normalizer
+from surrogate.resnet import ResNet
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"neural_ode": NeuralODE, "resnet": ResNet}
+
+
+def build_extractor(config: dict, *, generator: torch.Generator | None = None,
+                    dtype: torch.dtype = torch.float64,
+                    device: torch.device | str = "cpu") -> nn.Module:
+    """Feature extractor from its ``config()`` dictionary.
+
+    Parameters
+    ----------
+    config : dict
+        ``{"architecture": "neural_ode" | "resnet", "n_in", "width", "n_steps", ...}``.
+    """
+    config = dict(config)
+    name = config.pop("architecture")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**config, generator=generator, dtype=dtype, device=device)
+
+
+def augment(Z: torch.Tensor) -> torch.Tensor:
+    """Features with the row of ones of the bias, [Z, 1] of shape (n, width + 1)."""
+    return torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype, device=Z.device)], dim=1)
+
+
+class SeparableModel(nn.Module):
+    """Separable model c_n = W [F(y_n, theta); 1] in normalised units.
+
+    Parameters
+    ----------
+    features : nn.Module
+        Feature extractor (NeuralODE or ResNet) with attributes ``n_in``, ``width``.
+    n_out : int
+        Number of targets.
+    normalizer : Normalizer, optional
+        Input/target normalisation (identity if omitted).
+
+    Attributes
+    ----------
+    W : Parameter, shape (n_out, width + 1)
+        Linear weights; the last column is the bias.
+    """
+
+    def __init__(self, features: nn.Module, n_out: int,
+                 normalizer: Normalizer | None = None) -> None:
+        super().__init__()
+        self.features = features
+        p = features.K_in
+        self.W = nn.Parameter(torch.zeros(n_out, features.width + 1, dtype=p.dtype,
+                                          device=p.device))
+        if normalizer is None:
+            normalizer = Normalizer(features.n_in, n_out, standardize_inputs=False)
+        self.normalizer = normalizer.to(device=p.device)
+
+    @property
+    def n_out(self) -> int:
+        return self.W.shape[0]
+
+    def forward(self, y_n: torch.Tensor) -> torch.Tensor:
+        """Prediction in normalised units.
+
+        Parameters
+        ----------
+        y_n : torch.Tensor, shape (n, n_in)
+            Normalised inputs.
+
+        Returns
+        -------
+        torch.Tensor, shape (n, n_out)
+        """
+        return augment(self.features(y_n)) @ self.W.T
+
+    @torch.no_grad()
+    def predict(self, y: np.ndarray) -> np.ndarray:
+        """Prediction in physical units.
+
+        Parameters
+        ----------
+        y : numpy.ndarray, shape (n, n_in)
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, n_out), float64
+        """
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim != 2 or y.shape[1] != self.features.n_in:
+            raise ValueError(f"expected inputs of shape (n, {self.features.n_in}), "
+                             f"got {y.shape}")
+        p = self.W
+        y_t = torch.as_tensor(y, device=p.device)
+        y_n = self.normalizer.transform_y(y_t.to(self.normalizer.y_shift.dtype)).to(p.dtype)
+        c_n = self(y_n).to(self.normalizer.c_shift.dtype)
+        return self.normalizer.inverse_c(c_n).cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def prolong(self, n_steps: int) -> SeparableModel:
+        """Copy with the feature extractor prolonged to ``n_steps`` steps (same W)."""
+        new = SeparableModel(self.features.prolong(n_steps), self.n_out, self.normalizer)
+        new.W.copy_(self.W)
+        return new
+
+    @classmethod
+    def from_config(cls, config: dict, device: torch.device | str = "cpu") -> SeparableModel:
+        """Model with the architecture of ``config()`` (weights zero or random: load a state
+        dict next)."""
+        features = build_extractor(config["features"], dtype=getattr(torch, config["dtype"]),
+                                   device=device)
+        return cls(features, config["n_out"], Normalizer(**config["normalizer"])).to(device)
+
+    def config(self) -> dict:
+        """Architecture settings (JSON-serialisable)."""
+        return {"features": self.features.config(), "n_out": self.n_out,
+                "normalizer": self.normalizer.config(),
+                "dtype": str(self.W.dtype).removeprefix("torch.")}

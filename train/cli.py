@@ -1,0 +1,309 @@
+"""``train-surrogate``: train a separable surrogate with GNvpro or a baseline.
+
+    train-surrogate --data data.h5 --method {gnvpro,gn,adam,lbfgsvpro} [--config train.toml]
+                    [--device cpu|cuda] [--seed S] [--resume] --out model_dir
+    train-surrogate --compare --data data.h5 [...] --out compare_dir
+
+Writes into ``model_dir``: ``weights.npz`` + ``metadata.json`` (the surrogate, see
+:mod:`surrogate.artifact`), ``history.csv``, ``convergence.png``, ``summary.json`` and
+``summary.txt``. ``--compare`` trains all four methods into ``compare_dir/<method>/`` and
+prints GNvpro table 2 rows (also in ``compare.txt``/``compare.json``, plot ``convergence.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from surrogate.artifact import SurrogateFormatError, atomic_write_text, save_surrogate
+from surrogate.normalization import Normalizer
+from surrogate.separable import SeparableModel, build_extractor
+from train.adam import Adam
+from train.base import Optimizer
+from train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    fingerprint,
+    has_checkpoint,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
+from train.config import AUTO, METHODS, ConfigError, merge_config, read_toml, resolve_config
+from train.data import SPLITS, DataError, SplitData, load_split_data
+from train.gauss_newton import GaussNewton
+from train.gnvpro import GNvpro
+from train.history import History, plot_convergence, relative_errors
+from train.lbfgs_vpro import LBFGSvpro
+from train.multilevel import Monitor, MultilevelTrainer
+from train.varpro import WorkCounter
+
+PROG = "train-surrogate"
+LABELS = {"gn": "Full GN", "adam": "ADAM", "lbfgsvpro": "L-BFGSvpro", "gnvpro": "GNvpro"}
+
+
+class UsageError(ValueError):
+    """Bad command-line input."""
+
+
+def package_version() -> str:
+    try:
+        return importlib_metadata.version("varpro-surrogates")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine "
+                             f"(torch {torch.__version__}); use --device cpu")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) present")
+        return dev
+    raise UsageError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+
+
+def make_optimizer(method: str, cfg: dict, seed: int) -> tuple[Optimizer, list[int]]:
+    """Optimiser for one level and the list of levels, from the resolved configuration."""
+    loss = cfg["loss"]
+    m = cfg[method]
+    common = {"alpha1": loss["alpha1"], "alpha2": loss["alpha2"],
+              "max_work_units": m["work_units_per_level"]}
+    if method in ("gnvpro", "gn"):
+        cls = GNvpro if method == "gnvpro" else GaussNewton
+        opt = cls(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],
+                  max_iter=m["max_iter"], grad_tol=m["grad_tol"], grad_rtol=m["grad_rtol"])
+        return opt, cfg["model"]["levels"]
+    if method == "lbfgsvpro":
+        return LBFGSvpro(**common, memory=m["memory"], max_iter=m["max_iter"],
+                         grad_tol=m["grad_tol"], grad_rtol=m["grad_rtol"]), cfg["model"]["levels"]
+    return Adam(**common, lr=m["lr"], batch_size=m["batch_size"], seed=seed), m["levels"]
+
+
+def build_model(cfg: dict, data: SplitData, levels: list[int], seed: int,
+                device: torch.device) -> SeparableModel:
+    """Randomly initialised model on the first level, normalisation fitted on training data."""
+    mc = cfg["model"]
+    features = {"architecture": mc["architecture"], "n_in": data.n_in, "width": mc["width"],
+                "n_steps": levels[0], "final_time": mc["final_time"]}
+    if mc["architecture"] == "neural_ode":
+        features["gamma"] = mc["gamma"]
+    gen = torch.Generator().manual_seed(seed)
+    extractor = build_extractor(features, generator=gen, dtype=getattr(torch, mc["dtype"]),
+                                device=device)
+    norm = Normalizer(data.n_in, data.n_out,
+                      standardize_inputs=cfg["normalization"]["standardize_inputs"],
+                      center_targets=cfg["normalization"]["center_targets"])
+    norm.fit(torch.as_tensor(data.y["train"]), torch.as_tensor(data.c["train"]))
+    return SeparableModel(extractor, data.n_out, norm).to(device)
+
+
+def warm_up(model: SeparableModel, Y: torch.Tensor) -> None:
+    """Untimed forward, backward and double-backward pass on two samples, so that the one-time
+    set-up of the autograd engine is not charged to the wall time of the first method."""
+    x = Y[:2].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x).square().sum(), x, create_graph=True)
+    torch.autograd.grad(g.sum(), x)
+
+
+def split_errors(model: SeparableModel, data: SplitData) -> dict:
+    """Mean +- std of ||c_pred - c|| / ||c - c_shift|| per split, in physical units (DCR:
+    centred targets, SPEC section 2)."""
+    shift = model.normalizer.c_shift.cpu().numpy() if model.normalizer.center_targets else None
+    out = {}
+    for s in SPLITS:
+        if data.y[s].shape[0] == 0:
+            continue
+        err = relative_errors(model.predict(data.y[s]), data.c[s], shift)
+        out[s] = {"mean": float(err.mean()), "std": float(err.std()), "n": int(err.size)}
+    return out
+
+
+def _fmt_err(e: dict | None) -> str:
+    return "-" if e is None else f"{e['mean']:.4f} ± {e['std']:.4f}"
+
+
+def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, seed: int,
+              out: Path, resume: bool, stream: TextIO | None) -> dict:
+    """Train one method into ``out`` and return its summary."""
+    opt, levels = make_optimizer(method, cfg, seed)
+    run_id = fingerprint({"method": method, "config": cfg, "seed": seed,
+                          "data": data.provenance["sha256"], "split": data.provenance["split"]})
+    out.mkdir(parents=True, exist_ok=True)
+    if has_checkpoint(out) and not resume:
+        raise UsageError(f"{out} holds an interrupted run; pass --resume to continue it or "
+                         "choose another --out")
+    model = build_model(cfg, data, levels, seed, device)
+    counter, start_level, wall0 = WorkCounter(), 0, 0.0
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out, run_id, device=device)
+        model, start_level = ckpt.model, ckpt.completed_levels
+        counter.units, wall0 = ckpt.work_units, ckpt.wall_time
+        if stream is not None:
+            print(f"{method}: resuming after level {start_level} of {len(levels)}", file=stream)
+    norm = model.normalizer
+    dt = model.W.dtype
+
+    def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        y = norm.transform_y(torch.as_tensor(data.y[split], device=device)).to(dt)
+        c = norm.transform_c(torch.as_tensor(data.c[split], device=device))
+        return y, c
+
+    Y, C = tensors("train")
+    warm_up(model, Y)
+    validation = tensors("validation") if data.y["validation"].shape[0] else None
+    monitor = Monitor(method, Y, C, validation, counter=counter, stream=stream, wall_offset=wall0)
+    if ckpt is not None:
+        monitor.history = History(ckpt.history)
+        monitor.best_model, monitor.best_row = ckpt.best_model, ckpt.best_row
+
+    def on_level_end(level: int, m: SeparableModel) -> None:
+        save_checkpoint(out, run_id, Checkpoint(
+            completed_levels=level + 1, model=m, best_model=monitor.best_model,
+            best_row=monitor.best_row, history=monitor.history.rows,
+            work_units=counter.units, wall_time=monitor.wall_time()))
+
+    trainer = MultilevelTrainer(opt, levels)
+    if start_level < len(levels):
+        trainer.fit(model, Y, C, monitor, start_level=start_level, on_level_end=on_level_end)
+    selected = monitor.best_model if monitor.best_model is not None else model
+    errors = split_errors(selected, data)
+    summary = {
+        "method": method,
+        "problem": data.problem,
+        "errors": errors,
+        "error_definition": "||c_pred - c|| / ||c - c_shift|| per sample, physical units; "
+                            "c_shift = training mean if targets are centred, else 0",
+        "targets_centered": norm.center_targets,
+        "selected": monitor.best_row,
+        "selection": "validation mean relative error" if validation is not None
+                     else "training mean relative error (no validation split)",
+        "work_units": counter.units,
+        "wall_time": monitor.wall_time(),
+        "stop_reasons": getattr(trainer, "stop_reasons_", []),
+        "device": str(device),
+    }
+    meta = {"method": method, "problem": data.problem, "config": cfg, "seed": seed,
+            "data": data.provenance, "selected": monitor.best_row,
+            "work_units": counter.units, "wall_time": summary["wall_time"],
+            "device": str(device), "package": "varpro-surrogates",
+            "package_version": package_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    save_surrogate(selected, out, meta)
+    monitor.history.to_csv(out / "history.csv")
+    plot_convergence({LABELS[method]: monitor.history}, out / "convergence.png",
+                     title=f"{LABELS[method]} on {data.problem}")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.txt", table([summary]))
+    remove_checkpoint(out)
+    return summary
+
+
+def table(summaries: list[dict]) -> str:
+    """GNvpro table 2 style rows."""
+    head = (f"{'method':<12} {'training':>17} {'validation':>17} {'test':>17} "
+            f"{'work units':>10} {'wall [s]':>9}")
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        e = s["errors"]
+        lines.append(f"{LABELS[s['method']]:<12} {_fmt_err(e.get('train')):>17} "
+                     f"{_fmt_err(e.get('validation')):>17} {_fmt_err(e.get('test')):>17} "
+                     f"{s['work_units']:>10.1f} {s['wall_time']:>9.1f}")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Train a separable surrogate c = W [F(y); 1] with GNvpro or "
+        "a baseline (full GN, ADAM, L-BFGSvpro), multilevel in time (SPEC section 4).")
+    p.add_argument("--data", required=True, help="dataset (.h5 from generate-dataset, .npz "
+                   "with y, c (samples x features), or .mat with Y, C)")
+    p.add_argument("--method", choices=METHODS, help="training method")
+    p.add_argument("--compare", action="store_true",
+                   help="train all four methods into OUT/<method>/ and print a comparison")
+    p.add_argument("--config", help="TOML file overriding the defaults (see train.config)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights, ADAM batches and (for files without a "
+                   "stored split) the split")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in OUT from its last finished level")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
+                   "choice; 1 is often fastest for these small networks on a busy machine)")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.compare and args.method is None:
+        raise UsageError("one of --method or --compare is required")
+    if args.compare and args.method is not None:
+        raise UsageError("--method and --compare exclude each other")
+    device = resolve_device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    user = read_toml(args.config) if args.config else {}
+    cfg = merge_config(user, source=args.config or "config")
+    split_seed = args.seed if cfg["split"]["seed"] == AUTO else cfg["split"]["seed"]
+    fractions = None if cfg["split"]["fractions"] == AUTO else cfg["split"]["fractions"]
+    data = load_split_data(args.data, fractions=fractions, seed=split_seed)
+    cfg = resolve_config(cfg, data.problem, args.seed)
+    stream = None if args.quiet else sys.stdout
+    out = Path(args.out)
+    methods = METHODS if args.compare else (args.method,)
+    summaries = []
+    for method in methods:
+        target = out / method if args.compare else out
+        resume = args.resume and (not args.compare or has_checkpoint(target))
+        if args.compare and args.resume and (target / "summary.json").is_file() \
+                and not has_checkpoint(target):
+            summaries.append(json.loads((target / "summary.json").read_text()))
+            continue
+        summaries.append(train_one(method, cfg, data, device=device, seed=args.seed,
+                                   out=target, resume=resume, stream=stream))
+    text = table(summaries)
+    print(text, end="")
+    if args.compare:
+        atomic_write_text(out / "compare.txt", text)
+        atomic_write_text(out / "compare.json", json.dumps(summaries, indent=2) + "\n")
+        plot_convergence({LABELS[m]: History.read_csv(out / m / "history.csv") for m in methods},
+                         out / "convergence.png", title=f"{data.problem}: convergence")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (2 for bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:         # argparse has printed "train-surrogate: error: ..."
+        return int(exc.code or 0)
+    from datasets.errors import DatasetFileError
+
+    try:
+        return run(args)
+    except (UsageError, ConfigError, DataError, DatasetFileError, CheckpointError,
+            SurrogateFormatError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Training configuration: SPEC section 4 defaults per problem, overridable by a TOML file.
+
+A ``train.toml`` may contain any of the sections and keys below; unknown sections or keys and
+values of the wrong type are refused. Keys whose default is ``"auto"`` are resolved from the
+detected problem (``cdr``, ``dcr``; anything else gets the CDR sizes with standardised
+inputs)::
+
+    [model]
+    architecture = "neural_ode"      # or "resnet" (slimTrain appendix B)
+    width = "auto"                   # 8 CDR, 16 DCR (16 for the ResNet)
+    final_time = 4.0
+    gamma = 1e-4                     # anti-symmetric layer shift
+    levels = "auto"                  # [2, 4, 8] (Neural ODE), [8] (ResNet)
+    dtype = "float64"                # of the network; the inner solve is always float64
+
+    [normalization]
+    standardize_inputs = "auto"      # false for CDR (inputs on the simplex, ~1/55 each, used
+                                     # as they are, as in the paper), true otherwise
+    center_targets = "auto"          # true for DCR (SPEC section 2), false otherwise
+
+    [loss]
+    alpha1 = 1e-10
+    alpha2 = 1e-10
+
+    [split]                          # used only when the data file has no stored split
+    fractions = "auto"               # [0.5, 0.25, 0.25]; DCR [0.8, 0.1, 0.1]
+    seed = "auto"                    # the --seed value
+
+    [gnvpro]                         # and the same keys in [gn]
+    work_units_per_level = "auto"    # 200 CDR, 400 DCR
+    r_max = 20
+    krylov_tol = 1e-2
+    max_iter = 10000
+    grad_tol = 0.0
+    grad_rtol = 1e-10
+
+    [lbfgsvpro]
+    work_units_per_level = "auto"
+    memory = 10
+    max_iter = 10000
+    grad_tol = 0.0
+    grad_rtol = 1e-10
+
+    [adam]
+    work_units_per_level = "auto"    # the total of the other methods (3 levels x budget)
+    levels = "auto"                  # the finest level only, as in the paper
+    lr = 1e-3
+    batch_size = 2
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+AUTO = "auto"
+
+_TR = {"work_units_per_level": AUTO, "r_max": 20, "krylov_tol": 1e-2, "max_iter": 10_000,
+       "grad_tol": 0.0, "grad_rtol": 1e-10}
+
+DEFAULTS: dict[str, dict] = {
+    "model": {"architecture": "neural_ode", "width": AUTO, "final_time": 4.0, "gamma": 1e-4,
+              "levels": AUTO, "dtype": "float64"},
+    "normalization": {"standardize_inputs": AUTO, "center_targets": AUTO},
+    "loss": {"alpha1": 1e-10, "alpha2": 1e-10},
+    "split": {"fractions": AUTO, "seed": AUTO},
+    "gnvpro": dict(_TR),
+    "gn": dict(_TR),
+    "lbfgsvpro": {"work_units_per_level": AUTO, "memory": 10, "max_iter": 10_000,
+                  "grad_tol": 0.0, "grad_rtol": 1e-10},
+    "adam": {"work_units_per_level": AUTO, "levels": AUTO, "lr": 1e-3, "batch_size": 2},
+}
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "architecture": str, "dtype": str, "width": int, "levels": list, "fractions": list,
+    "seed": int, "standardize_inputs": bool, "center_targets": bool, "r_max": int,
+    "max_iter": int, "memory": int, "batch_size": int,
+}
+_CHOICES = {"architecture": ("neural_ode", "resnet"), "dtype": ("float32", "float64")}
+
+PROBLEM_DEFAULTS = {
+    "cdr": {"width": 8, "standardize_inputs": False, "center_targets": False, "budget": 200,
+            "fractions": [0.5, 0.25, 0.25]},
+    "dcr": {"width": 16, "standardize_inputs": True, "center_targets": True, "budget": 400,
+            "fractions": [0.8, 0.1, 0.1]},
+    "unknown": {"width": 8, "standardize_inputs": True, "center_targets": False, "budget": 200,
+                "fractions": [0.5, 0.25, 0.25]},
+}
+
+METHODS = ("gnvpro", "gn", "adam", "lbfgsvpro")
+
+
+class ConfigError(ValueError):
+    """Invalid training configuration (unknown key, wrong type or value)."""
+
+
+def read_toml(path: str | Path) -> dict:
+    """Parse a TOML file, with errors as :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+
+
+def _check_value(where: str, key: str, value):
+    expected = _TYPES.get(key, float)
+    if value == AUTO:
+        raise ConfigError(f"{where}: write the value instead of {AUTO!r} or leave the key out")
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{where}: must be one of {list(_CHOICES[key])}, got {value!r}")
+    if key == "levels" and (not value or not all(isinstance(v, int) and v > 0 for v in value)):
+        raise ConfigError(f"{where}: expected a non-empty list of positive integers")
+    if key == "fractions" and (len(value) != 3 or not all(
+            isinstance(v, int | float) and v >= 0 for v in value) or sum(value) > 1 + 1e-12):
+        raise ConfigError(f"{where}: expected 3 non-negative fractions with sum <= 1")
+    return value
+
+
+def merge_config(user: dict, source: str = "config") -> dict:
+    """Defaults overridden by ``user`` (nested dict as read from TOML), validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    for section, values in user.items():
+        if section not in cfg:
+            raise ConfigError(f"{source}: unknown section [{section}] (known: "
+                              f"{', '.join(cfg)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in values.items():
+            if key not in cfg[section]:
+                raise ConfigError(f"{source}: unknown key {section}.{key} (known: "
+                                  f"{', '.join(cfg[section])})")
+            cfg[section][key] = _check_value(f"{source}: {section}.{key}", key, value)
+    return cfg
+
+
+def resolve_config(cfg: dict, problem: str, seed: int) -> dict:
+    """Replace ``"auto"`` values by the defaults of ``problem`` (SPEC section 4)."""
+    cfg = copy.deepcopy(cfg)
+    pd = PROBLEM_DEFAULTS.get(problem, PROBLEM_DEFAULTS["unknown"])
+    resnet = cfg["model"]["architecture"] == "resnet"
+    model = cfg["model"]
+    if model["width"] == AUTO:
+        model["width"] = 16 if resnet else pd["width"]
+    if model["levels"] == AUTO:
+        model["levels"] = [8] if resnet else [2, 4, 8]
+    for key in ("standardize_inputs", "center_targets"):
+        if cfg["normalization"][key] == AUTO:
+            cfg["normalization"][key] = pd[key]
+    if cfg["split"]["fractions"] == AUTO:
+        cfg["split"]["fractions"] = list(pd["fractions"])
+    if cfg["split"]["seed"] == AUTO:
+        cfg["split"]["seed"] = seed
+    for method in ("gnvpro", "gn", "lbfgsvpro"):
+        if cfg[method]["work_units_per_level"] == AUTO:
+            cfg[method]["work_units_per_level"] = float(pd["budget"])
+    adam = cfg["adam"]
+    if adam["levels"] == AUTO:
+        adam["levels"] = [model["levels"][-1]]
+    if adam["work_units_per_level"] == AUTO:
+        adam["work_units_per_level"] = float(pd["budget"] * len(model["levels"])
+                                             / len(adam["levels"]))
+    return cfg
