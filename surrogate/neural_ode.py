@@ -78,6 +78,8 @@ class NeuralODE(nn.Module):
         Final time T (SPEC: 4).
     gamma : float
         Shift of the anti-symmetric layer (SPEC: 1e-4).
+    init_scale : float
+        The layer weights K start as N(0, init_scale^2 / width) (K_in as N(0, 1 / n_in)).
     generator : torch.Generator, optional
         Random generator for the initial weights (seeded runs are deterministic on CPU).
     dtype, device
@@ -102,6 +104,7 @@ class NeuralODE(nn.Module):
         final_time: float = 4.0,
         gamma: float = 1e-4,
         *,
+        init_scale: float = 1.0,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
@@ -119,7 +122,8 @@ class NeuralODE(nn.Module):
             (randn(width, n_in) / math.sqrt(n_in)).to(dtype=dtype, device=device))
         self.b_in = nn.Parameter(torch.zeros(width, dtype=dtype, device=device))
         self.K = nn.Parameter(
-            (randn(n_steps + 1, width, width) / math.sqrt(width)).to(dtype=dtype, device=device))
+            (randn(n_steps + 1, width, width) * (init_scale / math.sqrt(width))).to(
+                dtype=dtype, device=device))
         self.b = nn.Parameter(torch.zeros(n_steps + 1, width, dtype=dtype, device=device))
         self.register_buffer("eye", torch.eye(width, dtype=dtype, device=device),
                              persistent=False)

@@ -101,6 +101,7 @@ def build_model(cfg: dict, data: SplitData, levels: list[int], seed: int,
                 "n_steps": levels[0], "final_time": mc["final_time"]}
     if mc["architecture"] == "neural_ode":
         features["gamma"] = mc["gamma"]
+        features["init_scale"] = mc["init_scale"]
     gen = torch.Generator().manual_seed(seed)
     extractor = build_extractor(features, generator=gen, dtype=getattr(torch, mc["dtype"]),
                                 device=device)
