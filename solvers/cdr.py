@@ -71,8 +71,17 @@ DEFAULT_POINTS: tuple[tuple[float, float], ...] = (
 #: SPEC 1 output times t = 0.39, 0.40, ..., 0.50 (the last 12 time levels).
 DEFAULT_OUTPUT_TIMES: tuple[float, ...] = tuple(round(0.39 + 0.01 * k, 10) for k in range(12))
 
-#: Number of species levels u_i = 5 + 6 (i - 1), i = 1..11, giving 55 reactions (i < j).
-N_LEVELS = 11
+#: SPEC 1 source f = sum_s amplitude (offset + modulation trig(frequency pi t)) g(center), with
+#: g(a, b) = exp(-source_width ((x1 - a)^2 + (x2 - b)^2)).
+DEFAULT_SOURCES: tuple[dict[str, Any], ...] = (
+    {"amplitude": 1000.0, "offset": 1.0, "modulation": 0.3, "function": "cos",
+     "frequency": 2.0, "center": (0.2, 0.2)},
+    {"amplitude": 800.0, "offset": 1.2, "modulation": 0.4, "function": "sin",
+     "frequency": 4.0, "center": (0.6, 0.8)},
+    {"amplitude": 900.0, "offset": 0.9, "modulation": 0.2, "function": "sin",
+     "frequency": 6.0, "center": (0.3, 0.6)},
+)
+_SOURCE_KEYS = ("amplitude", "offset", "modulation", "function", "frequency", "center")
 
 #: Constructor defaults (SPEC 1 values; solver choices documented in the module docstring).
 DEFAULTS: dict[str, Any] = {
@@ -81,7 +90,13 @@ DEFAULTS: dict[str, Any] = {
     "final_time": 0.5,
     "diffusion": 0.5,
     "velocity": (4.5, 0.8, 5.5),
+    "sources": DEFAULT_SOURCES,
+    "source_width": 200.0,
     "reaction_amplitude": 500.0,
+    "reaction_field": (0.8, 0.2, 1.0),
+    "level_start": 5.0,
+    "level_spacing": 6.0,
+    "n_levels": 11,
     "logistic_c": 1e-3,
     "points": DEFAULT_POINTS,
     "output_times": DEFAULT_OUTPUT_TIMES,
@@ -97,49 +112,58 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def reaction_levels(logistic_c: float = 1e-3) -> list[tuple[int, int, float, float]]:
-    """The 55 reactions (i, j) of SPEC 1 in lexicographic order with their constants.
+Levels = list[tuple[int, int, float, float]]
 
-    Returns a list of ``(i, j, a, c)`` (1-based i < j) such that
-    ``r_ij(u) = 1 / (1 + c exp(-a u))``.
+
+def reaction_levels(logistic_c: float = 1e-3, level_start: float = 5.0,
+                    level_spacing: float = 6.0, n_levels: int = 11) -> Levels:
+    """The reactions (i, j), 1 <= i < j <= n_levels, of SPEC 1 in lexicographic order.
+
+    With u_i = level_start + level_spacing (i - 1) (SPEC: 5 + 6 (i - 1), 11 levels, 55
+    reactions), returns a list of ``(i, j, a, c)`` such that ``r_ij(u) = 1 / (1 + c exp(-a u))``.
     """
     C = logistic_c / (1.0 - logistic_c)
     L = math.log(C ** -2)
     out = []
-    for i in range(1, N_LEVELS + 1):
-        for j in range(i + 1, N_LEVELS + 1):
-            ui, uj = 5.0 + 6.0 * (i - 1), 5.0 + 6.0 * (j - 1)
+    for i in range(1, n_levels + 1):
+        for j in range(i + 1, n_levels + 1):
+            ui = level_start + level_spacing * (i - 1)
+            uj = level_start + level_spacing * (j - 1)
             a = L / (uj - ui)
             out.append((i, j, a, math.exp(a * ui) / C))
     return out
 
 
-def reaction_functions(u: np.ndarray, logistic_c: float = 1e-3) -> np.ndarray:
-    """Evaluate the 55 logistic reactions r_(i,j)(u) of SPEC 1, overflow-safe.
+def reaction_functions(u: np.ndarray, levels: Levels | None = None) -> np.ndarray:
+    """Evaluate the logistic reactions r_(i,j)(u) of SPEC 1, overflow-safe.
 
     Parameters
     ----------
     u : array, any shape
         Concentration values.
+    levels : list, optional
+        From :func:`reaction_levels` (default: SPEC 1, 55 reactions).
 
     Returns
     -------
-    array, shape (55, *u.shape)
+    array, shape (n_reactions, *u.shape)
     """
     u = np.asarray(u, dtype=np.float64)
     with np.errstate(over="ignore"):
         return np.stack([1.0 / (1.0 + c * np.exp(-a * u)) for _, _, a, c in
-                         reaction_levels(logistic_c)])
+                         (levels or reaction_levels())])
 
 
-def reaction_sum(u: np.ndarray, y: np.ndarray, logistic_c: float = 1e-3
+def reaction_sum(u: np.ndarray, y: np.ndarray, levels: Levels | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """s(u) = sum_k y_k r_k(u) and s'(u), evaluated directly (10 exponentials per point).
+    """s(u) = sum_k y_k r_k(u) and s'(u), evaluated directly (one exponential per level gap).
 
     Parameters
     ----------
     u : ndarray, shape (m,)
-    y : ndarray, shape (55,)
+    y : ndarray, shape (n_reactions,)
+    levels : list, optional
+        From :func:`reaction_levels` (default: SPEC 1).
 
     Returns
     -------
@@ -150,7 +174,7 @@ def reaction_sum(u: np.ndarray, y: np.ndarray, logistic_c: float = 1e-3
     ds = np.zeros_like(u)
     exps: dict[float, np.ndarray] = {}
     with np.errstate(over="ignore"):
-        for k, (_, _, a, c) in enumerate(reaction_levels(logistic_c)):
+        for k, (_, _, a, c) in enumerate(levels or reaction_levels()):
             if y[k] == 0.0:
                 continue
             if a not in exps:
@@ -166,7 +190,7 @@ class ReactionTable:
 
     Parameters
     ----------
-    y : ndarray, shape (55,)
+    y : ndarray, shape (n_reactions,)
     step : float
         Grid spacing in u; the interpolation error is about step^4 max|s''''| / 384.
     u_range : (float, float)
@@ -174,13 +198,13 @@ class ReactionTable:
     """
 
     def __init__(self, y: np.ndarray, step: float, u_range: tuple[float, float],
-                 logistic_c: float = 1e-3):
-        self.y, self.logistic_c = y, logistic_c
+                 levels: Levels | None = None):
+        self.y, self.levels = y, levels
         self.lo, hi = float(u_range[0]), float(u_range[1])
         self.n = int(math.ceil((hi - self.lo) / step))
         self.h = (hi - self.lo) / self.n
         grid = self.lo + self.h * np.arange(self.n + 1)
-        sv, dv = reaction_sum(grid, y, logistic_c)
+        sv, dv = reaction_sum(grid, y, levels)
         # Per interval, the Hermite cubic in t = (u - u_i) / h in monomial form.
         s0, s1, d0, d1 = sv[:-1], sv[1:], dv[:-1] * self.h, dv[1:] * self.h
         self.coef = (s0, d0, 3.0 * (s1 - s0) - 2.0 * d0 - d1, 2.0 * (s0 - s1) + d0 + d1)
@@ -197,7 +221,7 @@ class ReactionTable:
         ds = (c1 + t * (2.0 * c2 + 3.0 * t * c3)) * (1.0 / self.h)
         if not inside.all():
             out = ~inside
-            s[out], ds[out] = reaction_sum(u[out], self.y, self.logistic_c)
+            s[out], ds[out] = reaction_sum(u[out], self.y, self.levels)
         return s, ds
 
 
@@ -253,7 +277,7 @@ def _jit_options() -> dict[str, Any]:
 
 
 class CDRSolver:
-    """CDR parameter-to-observable map y (55,) -> c (72,) of SPEC 1.
+    """CDR parameter-to-observable map y (55,) -> c (72,) of SPEC 1 (with the defaults).
 
     Parameters
     ----------
@@ -269,9 +293,19 @@ class CDRSolver:
         Diffusion coefficient D.
     velocity : (float, float, float)
         (a, b, c) in v = (a (1 + b sin(2 pi x1)), c (0.5 - x2)).
+    sources : sequence of dict
+        Terms of f = sum_s amplitude (offset + modulation trig(frequency pi t)) g(center) with
+        keys amplitude, offset, modulation, function ("sin" or "cos"), frequency, center.
+    source_width : float
+        The 200 of g(a, b) = exp(-200 ((x1 - a)^2 + (x2 - b)^2)).
     reaction_amplitude : float
-        Factor of rbar = amplitude (0.8 + 0.2 sin(2 pi x1) cos(2 pi x2) + x2); 0 switches the
+        Factor of rbar = amplitude (a + b sin(2 pi x1) cos(2 pi x2) + c x2); 0 switches the
         reaction off.
+    reaction_field : (float, float, float)
+        (a, b, c) of rbar (SPEC: 0.8, 0.2, 1).
+    level_start, level_spacing, n_levels : float, float, int
+        Species levels u_i = level_start + level_spacing (i - 1), i = 1..n_levels; y has
+        n_levels (n_levels - 1) / 2 entries (SPEC: 5, 6, 11 -> 55).
     logistic_c : float
         The 1e-3 of C = 1e-3 / (1 - 1e-3).
     points : sequence of (x1, x2)
@@ -306,8 +340,6 @@ class CDRSolver:
     """
 
     name = "cdr"
-    n_parameters = 55
-    parameter_names = tuple(f"r_{i}_{j}" for i, j, _, _ in reaction_levels())
 
     def __init__(self, comm: MPI.Comm = MPI.COMM_SELF, *, source: Callable | None = None,
                  **settings: Any):
@@ -340,6 +372,18 @@ class CDRSolver:
         if len(vel) != 3 or not all(np.isfinite(vel)):
             raise SolverSettingsError(f"velocity must be 3 finite numbers, got {s['velocity']!r}")
         self.velocity = vel
+        self.sources = self._check_sources(s["sources"])
+        self.source_width = check_positive(s["source_width"], "source_width")
+        field_ = tuple(float(v) for v in s["reaction_field"])
+        if len(field_) != 3 or not all(np.isfinite(field_)):
+            raise SolverSettingsError(
+                f"reaction_field must be 3 finite numbers, got {s['reaction_field']!r}")
+        self.reaction_field = field_
+        self.level_start = float(s["level_start"])
+        self.level_spacing = check_positive(s["level_spacing"], "level_spacing")
+        self.n_levels = check_positive_int(s["n_levels"], "n_levels")
+        if self.n_levels < 2:
+            raise SolverSettingsError(f"n_levels must be >= 2, got {self.n_levels}")
         self.reaction_amplitude = float(s["reaction_amplitude"])
         if not np.isfinite(self.reaction_amplitude) or self.reaction_amplitude < 0:
             raise SolverSettingsError(
@@ -347,6 +391,10 @@ class CDRSolver:
         self.logistic_c = float(s["logistic_c"])
         if not 0.0 < self.logistic_c < 0.5:
             raise SolverSettingsError(f"logistic_c must be in (0, 0.5), got {self.logistic_c}")
+        self.levels = reaction_levels(self.logistic_c, self.level_start, self.level_spacing,
+                                      self.n_levels)
+        self.n_parameters = len(self.levels)
+        self.parameter_names = tuple(f"r_{i}_{j}" for i, j, _, _ in self.levels)
         pts = np.asarray(s["points"], dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
             raise SolverSettingsError(f"points must have shape (n, 2), got {pts.shape}")
@@ -389,6 +437,27 @@ class CDRSolver:
         self.reaction_table_range = (lo, hi)
         self.n_observables = self.points.shape[0] * self.output_times.size
 
+    @staticmethod
+    def _check_sources(sources: Any) -> tuple[dict[str, Any], ...]:
+        out = []
+        for k, src in enumerate(sources):
+            if not isinstance(src, dict) or set(src) != set(_SOURCE_KEYS):
+                raise SolverSettingsError(
+                    f"sources[{k}] must be a table with keys {list(_SOURCE_KEYS)}, got {src!r}")
+            if src["function"] not in ("sin", "cos"):
+                raise SolverSettingsError(
+                    f"sources[{k}].function must be 'sin' or 'cos', got {src['function']!r}")
+            center = tuple(float(v) for v in src["center"])
+            numbers = [float(src[key]) for key in ("amplitude", "offset", "modulation",
+                                                   "frequency")]
+            if len(center) != 2 or not np.all(np.isfinite([*center, *numbers])):
+                raise SolverSettingsError(f"sources[{k}] has a non-finite or malformed value: "
+                                          f"{src!r}")
+            out.append({"amplitude": numbers[0], "offset": numbers[1], "modulation": numbers[2],
+                        "function": src["function"], "frequency": numbers[3],
+                        "center": center})
+        return tuple(out)
+
     def settings(self) -> dict[str, Any]:
         """Resolved settings (JSON-serialisable); ``CDRSolver(comm, **settings())`` rebuilds."""
         if self._custom_source:
@@ -396,7 +465,12 @@ class CDRSolver:
         return {
             "n_cells": self.n_cells, "dt": self.dt, "final_time": self.final_time,
             "diffusion": self.diffusion, "velocity": list(self.velocity),
-            "reaction_amplitude": self.reaction_amplitude, "logistic_c": self.logistic_c,
+            "sources": [{**src, "center": list(src["center"])} for src in self.sources],
+            "source_width": self.source_width,
+            "reaction_amplitude": self.reaction_amplitude,
+            "reaction_field": list(self.reaction_field), "level_start": self.level_start,
+            "level_spacing": self.level_spacing, "n_levels": self.n_levels,
+            "logistic_c": self.logistic_c,
             "points": self.points.tolist(), "output_times": self.output_times.tolist(),
             "newton_rtol": self.newton_rtol, "newton_atol": self.newton_atol,
             "newton_max_iterations": self.newton_max_iterations,
@@ -424,8 +498,9 @@ class CDRSolver:
 
         a, b, c = self.velocity
         vel = ufl.as_vector((a * (1 + b * ufl.sin(2 * ufl.pi * x[0])), c * (0.5 - x[1])))
+        ra, rb, rc = self.reaction_field
         rbar = self.reaction_amplitude * (
-            0.8 + 0.2 * ufl.sin(2 * ufl.pi * x[0]) * ufl.cos(2 * ufl.pi * x[1]) + x[1])
+            ra + rb * ufl.sin(2 * ufl.pi * x[0]) * ufl.cos(2 * ufl.pi * x[1]) + rc * x[1])
 
         # Reaction: rbar s(u) and rbar s'(u) live in a quadrature space on the same Gauss
         # points as dx, filled per Newton iteration (see module docstring).
@@ -453,12 +528,12 @@ class CDRSolver:
         self._dreact_form = fem.form(-self._dreact_q * w * v * dx, **jit)
 
         # Source: the SPEC f is sum_s a_s(t) g_s(x), so its load vector is a combination of
-        # three vectors assembled once; a custom source(x, t) is assembled per step.
+        # vectors assembled once; a custom source(x, t) is assembled per step.
         if source is None:
             def g(x0, x1):
-                return ufl.exp(-200 * ((x[0] - x0) ** 2 + (x[1] - x1) ** 2))
+                return ufl.exp(-self.source_width * ((x[0] - x0) ** 2 + (x[1] - x1) ** 2))
             self._source_vectors = []
-            for form in (g(0.2, 0.2), g(0.6, 0.8), g(0.3, 0.6)):
+            for form in (g(*src["center"]) for src in self.sources):
                 vec = fem_petsc.assemble_vector(fem.form(form * v * dx, **jit))
                 vec.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
                 self._source_vectors.append(vec)
@@ -466,12 +541,12 @@ class CDRSolver:
         else:
             self._source_form = fem.form(source(x, self.time) * v * dx, **jit)
 
-    @staticmethod
-    def _source_amplitudes(t: float) -> tuple[float, float, float]:
+    def _source_amplitudes(self, t: float) -> list[float]:
         """a_s(t) of f = sum_s a_s(t) g_s(x) (SPEC 1)."""
-        return (1000 * (1 + 0.3 * math.cos(2 * math.pi * t)),
-                800 * (1.2 + 0.4 * math.sin(4 * math.pi * t)),
-                900 * (0.9 + 0.2 * math.sin(6 * math.pi * t)))
+        trig = {"sin": math.sin, "cos": math.cos}
+        return [src["amplitude"] * (src["offset"] + src["modulation"]
+                                    * trig[src["function"]](src["frequency"] * math.pi * t))
+                for src in self.sources]
 
     def _build_linear_algebra(self) -> None:
         self._M = fem_petsc.assemble_matrix(self._mass_form)
@@ -544,7 +619,7 @@ class CDRSolver:
 
     # ------------------------------------------------------------------ interface
     def sample_parameters(self, rng: np.random.Generator) -> np.ndarray:
-        """One SPEC-1 draw: y_k ~ U(0, 1) independently, then y / sum(y). Shape (55,)."""
+        """One SPEC-1 draw: y_k ~ U(0, 1) independently, then y / sum(y). Shape (n_params,)."""
         return sample_simplex(rng, self.n_parameters)
 
     def observable_coords(self) -> dict[str, np.ndarray]:
@@ -559,7 +634,7 @@ class CDRSolver:
 
     # ------------------------------------------------------------------ solve
     def check_parameters(self, y: Any) -> np.ndarray:
-        """Validate y (55,): finite, non-negative, not all zero. Returns float64 copy."""
+        """Validate y (n_parameters,): finite, >= 0, not all zero. Returns a float64 copy."""
         arr = check_parameter_vector(y, self.n_parameters)
         neg = np.flatnonzero(arr < 0)
         if neg.size:
@@ -580,9 +655,9 @@ class CDRSolver:
         t0 = time.perf_counter()
         if self.reaction_table_step > 0:
             self._reaction = ReactionTable(yv, self.reaction_table_step,
-                                           self.reaction_table_range, self.logistic_c)
+                                           self.reaction_table_range, self.levels)
         else:
-            self._reaction = partial(reaction_sum, y=yv, logistic_c=self.logistic_c)
+            self._reaction = partial(reaction_sum, y=yv, levels=self.levels)
         self.u.x.array[:] = 0.0
         self._refresh_pc = True  # a sample never reuses another sample's factorisation
         obs = np.zeros((self.output_times.size, self.points.shape[0]))
@@ -743,11 +818,11 @@ class CDRSolver:
 
 def default_parameters() -> np.ndarray:
     """A reproducible SPEC-1 parameter vector (seed 0) for demos: y ~ U(0,1)^55 / sum."""
-    y = np.random.default_rng(0).random(CDRSolver.n_parameters)
+    y = np.random.default_rng(0).random(len(reaction_levels()))
     return y / y.sum()
 
 
-def sample_simplex(rng: np.random.Generator, n: int = CDRSolver.n_parameters) -> np.ndarray:
+def sample_simplex(rng: np.random.Generator, n: int) -> np.ndarray:
     """SPEC 1 sampling: y_k ~ U(0, 1) independently, then y <- y / sum(y). Shape (n,)."""
     y = rng.random(n)
     return y / y.sum()

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "depth_range": (0.3, 0.7),
     "size_range": (0.1, 0.3),
     "angle_range": (0.0, math.pi),
+    "body_center": (1.0, 1.0),
+    "contrast": 10.0,
+    "anisotropy": 2.0,
     "allow_extrapolation": False,
     "rtol": 1e-10,
     "max_iterations": 10_000,
@@ -183,6 +186,9 @@ class DCRSolver:
     depth_range, size_range, angle_range : pairs of floats
         Ranges of y1 (height of the body's centre above the bottom), y2 (size) and y3
         (orientation angle, radians); ``sample_parameters`` draws uniformly from them.
+    body_center, contrast, anisotropy : (float, float), float, float
+        The (1, 1), 10 and 2 of m = exp(10 exp(-(2 r1^2 + r2^2 + (x3 - y1)^2) / y2^2)) with
+        (r1, r2) = Q(y3) (x1 - 1, x2 - 1) (SPEC 2).
     allow_extrapolation : bool
         If False, ``solve`` rejects y outside the ranges; y2 <= 0 is always rejected.
     rtol : float
@@ -213,6 +219,9 @@ class DCRSolver:
                  depth_range: Sequence[float] = DEFAULTS["depth_range"],
                  size_range: Sequence[float] = DEFAULTS["size_range"],
                  angle_range: Sequence[float] = DEFAULTS["angle_range"],
+                 body_center: Sequence[float] = DEFAULTS["body_center"],
+                 contrast: float = DEFAULTS["contrast"],
+                 anisotropy: float = DEFAULTS["anisotropy"],
                  allow_extrapolation: bool = DEFAULTS["allow_extrapolation"],
                  rtol: float = DEFAULTS["rtol"],
                  max_iterations: int = DEFAULTS["max_iterations"],
@@ -234,6 +243,15 @@ class DCRSolver:
         self.angle_range = _as_range(angle_range, "angle_range")
         if self.size_range[0] <= 0:
             raise SolverSettingsError(f"size_range must be > 0, got {size_range!r}")
+        center = tuple(float(v) for v in body_center)
+        if len(center) != 2 or not all(math.isfinite(v) for v in center):
+            raise SolverSettingsError(
+                f"body_center must be 2 finite numbers (x1, x2), got {body_center!r}")
+        self.body_center = center
+        self.contrast = float(contrast)
+        if not math.isfinite(self.contrast):
+            raise SolverSettingsError(f"contrast must be finite, got {contrast!r}")
+        self.anisotropy = check_positive(anisotropy, "anisotropy")
         self.allow_extrapolation = bool(allow_extrapolation)
         self.rtol = check_positive(rtol, "rtol")
         self.max_iterations = check_positive_int(max_iterations, "max_iterations")
@@ -322,6 +340,9 @@ class DCRSolver:
             "depth_range": list(self.depth_range),
             "size_range": list(self.size_range),
             "angle_range": list(self.angle_range),
+            "body_center": list(self.body_center),
+            "contrast": self.contrast,
+            "anisotropy": self.anisotropy,
             "allow_extrapolation": self.allow_extrapolation,
             "rtol": self.rtol,
             "max_iterations": self.max_iterations,
@@ -524,15 +545,16 @@ class DCRSolver:
         """
         y1, y2, y3 = self.check_parameters(y)
         # SPEC 2: m = exp(10 exp(-(2 r1^2 + r2^2 + (x3 - y1)^2) / y2^2)),
-        # (r1, r2) = Q(y3) (x1 - 1, x2 - 1), Q(t) = [[cos t, -sin t], [sin t, cos t]]
+        # (r1, r2) = Q(y3) (x1 - 1, x2 - 1), Q(t) = [[cos t, -sin t], [sin t, cos t]];
+        # 10 = contrast, 2 = anisotropy, (1, 1) = body_center.
         c0, c1 = planes if planes is not None else (0, self.n_cells[2])
         x1, x2, x3 = ((np.arange(n) + 0.5) * h for n, h in zip(self.n_cells, self.h, strict=True))
-        a, b = x1[:, None] - 1.0, x2[None, :] - 1.0
+        a, b = x1[:, None] - self.body_center[0], x2[None, :] - self.body_center[1]
         r1 = math.cos(y3) * a - math.sin(y3) * b
         r2 = math.sin(y3) * a + math.cos(y3) * b
-        plane = 2 * r1**2 + r2**2
+        plane = self.anisotropy * r1**2 + r2**2
         dz2 = (x3[c0:c1] - y1) ** 2
-        return np.exp(10.0 * np.exp(-(plane[:, :, None] + dz2[None, None, :]) / y2**2))
+        return np.exp(self.contrast * np.exp(-(plane[:, :, None] + dz2[None, None, :]) / y2**2))
 
     def _checked_cells(self, m_cells: Any) -> np.ndarray:
         """m_cells as float64 (n1, n2, n3), finite and positive, or ValueError."""
