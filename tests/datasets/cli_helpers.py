@@ -45,9 +45,21 @@ def data_arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+#: Observables of the same sample solved in two processes agreed bitwise in every local repeat,
+#: but one CI run showed differences of 1 ulp (1.2e-15 relative) in 30 % of the entries, most
+#: likely a last-bit difference in an OpenBLAS reduction inside PETSc's GMRES (a norm that
+#: scales the whole Krylov basis). Observables are therefore compared to a few ulps; all other
+#: arrays (parameters, status, attempts, reasons, splits) must be bitwise equal.
+OBSERVABLE_RTOL = 1e-13
+
+
 def assert_same_data(a: Path, b: Path) -> None:
-    """Bitwise equality of the data arrays of two dataset files."""
+    """Equality of the data arrays of two dataset files (observables to a few ulps)."""
     da, db = data_arrays(a), data_arrays(b)
     assert da.keys() == db.keys()
     for key in da:
-        np.testing.assert_array_equal(da[key], db[key], err_msg=f"{key} differs")
+        if key == "c":
+            np.testing.assert_allclose(da[key], db[key], rtol=OBSERVABLE_RTOL, atol=0,
+                                       err_msg="observables differ")
+        else:
+            np.testing.assert_array_equal(da[key], db[key], err_msg=f"{key} differs")
