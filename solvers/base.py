@@ -91,7 +91,11 @@ def check_positive(value: Any, name: str) -> float:
 
 def check_positive_int(value: Any, name: str) -> int:
     """Return ``value`` as an int if it is an integer >= 1, else raise SolverSettingsError."""
-    if isinstance(value, bool) or not float(value).is_integer() or int(value) < 1:
+    try:
+        ok = not isinstance(value, bool) and float(value).is_integer() and int(value) >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise SolverSettingsError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 

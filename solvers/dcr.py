@@ -370,7 +370,8 @@ class DCRSolver:
                 if not lo <= arr[d] <= hi:
                     raise ValueError(
                         f"y[{d}] ({self.parameter_names[d]}) = {arr[d]} is outside the range "
-                        f"[{lo}, {hi}]; pass allow_extrapolation=True to allow it")
+                        f"[{lo}, {hi}]; pass allow_extrapolation=True "
+                        "(solve-pde: --allow-extrapolation) to allow it")
         return arr
 
     # ------------------------------------------------------------------ mesh and operators
