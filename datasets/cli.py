@@ -14,6 +14,8 @@ Started again with the same command after an interruption, it resumes the file.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -22,7 +24,7 @@ import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
 from mpi4py import MPI
 
 from datasets.config import resolve_overrides
-from datasets.errors import ConfigError, ConfigMismatchError, DatasetFileError
+from datasets.errors import ConfigError, ConfigMismatchError, DatasetFileError, Interrupted
 from datasets.generate import GenerationOptions, generate
 from datasets.splits import SplitSpec
 from solvers import SOLVERS
@@ -78,12 +80,34 @@ def options_from_args(args: argparse.Namespace) -> GenerationOptions:
         checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress)
 
 
+def _stop_on_signals(rank: int) -> None:
+    """SIGTERM/SIGINT (a scheduler's time limit, Ctrl-C): rank 0 raises :class:`Interrupted`,
+    saves a checkpoint and exits; the other ranks ignore the signal and are ended by mpiexec
+    when rank 0 exits, so they cannot take the job down before the checkpoint is written."""
+    def interrupt(signum: int, frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a repeated signal must not abort the
+            signal.signal(sig, signal.SIG_IGN)        # checkpoint that this one triggers
+        raise Interrupted(signum)
+
+    from petsc4py import PETSc  # noqa: F401  PetscInitialize installs handlers: replace them
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt if rank == 0 else signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 user error). Bugs abort all ranks."""
+    """Entry point; returns the exit status (0 ok, 2 user error, 128 + signal number when
+    interrupted). Bugs abort all ranks."""
     world = MPI.COMM_WORLD
     args = build_parser().parse_args(argv)
+    _stop_on_signals(world.rank)
     try:
         summary = generate(options_from_args(args))
+    except Interrupted as exc:
+        print(f"{PROG}: interrupted by signal {exc.signum}; finished samples are saved in "
+              f"{args.out}; run the same command again to resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(128 + exc.signum)  # skip MPI_Finalize: the other ranks are not waiting
     except USER_ERRORS as exc:
         if world.rank == 0:
             print(f"{PROG}: error: {exc}", file=sys.stderr)

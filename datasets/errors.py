@@ -16,3 +16,15 @@ class ConfigError(ValueError):
 
 class ConfigMismatchError(ValueError):
     """Resuming into a file that was started with a different configuration."""
+
+
+class Interrupted(BaseException):
+    """The job received SIGTERM or SIGINT; rank 0 saved its progress before stopping.
+
+    A BaseException (like KeyboardInterrupt), so that no ``except Exception`` in a solver or
+    the engine swallows it.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by signal {signum}")

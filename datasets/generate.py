@@ -35,7 +35,7 @@ import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
 import numpy as np
 from mpi4py import MPI
 
-from datasets.errors import ConfigError
+from datasets.errors import ConfigError, Interrupted
 from datasets.sampling import check_seed, draw_parameters
 from datasets.splits import SplitSpec
 from datasets.storage import FAILED, OK
@@ -293,6 +293,18 @@ def _solve_all(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: n
                writer: DatasetWriter | None) -> None:
     """Solve the samples ``todo`` with dynamic hand-out; results end up in ``writer``."""
     counter = SharedCounter(world)
+    try:
+        _solve_loop(world, group, solver, seed, todo, writer, counter)
+    except Interrupted:
+        if writer is not None:  # rank 0: keep every result that has arrived
+            _receive_results(world, writer)
+            writer.checkpoint()
+        raise
+    counter.free()
+
+
+def _solve_loop(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: np.ndarray,
+                writer: DatasetWriter | None, counter: SharedCounter) -> None:
     leader = group.rank == 0
     leader_rank = world.rank - group.rank  # groups are consecutive world ranks
     sends: list[MPI.Request] = []
@@ -314,7 +326,6 @@ def _solve_all(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: n
                 time.sleep(POLL_SECONDS)
             writer.maybe_checkpoint()
     MPI.Request.waitall(sends)
-    counter.free()
 
 
 def _receive_results(world: MPI.Comm, writer: DatasetWriter) -> int:

@@ -141,12 +141,12 @@ class DatasetWriter:
         s, i = self.state, result.index
         if s.status[i] != PENDING:
             raise RuntimeError(f"sample {i} was recorded twice")
-        s.status[i] = result.status
         s.c[i] = result.c if result.status == OK else np.nan
         s.solve_time[i] = result.solve_time
         s.attempts[i] = result.attempts
         s.solver_rank[i] = result.rank
         s.failure_reason[i] = result.reason
+        s.status[i] = result.status  # last: an interrupted record() leaves the sample pending
         self.n_recorded += 1
         self._bar.update(1)
         if result.status == FAILED:

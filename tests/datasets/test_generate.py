@@ -111,6 +111,35 @@ def test_kill_and_resume(reference: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".resumed.h5.tmp*"))
 
 
+def test_sigterm_saves_finished_samples_and_resume_completes(tmp_path: Path) -> None:
+    """A batch system's SIGTERM to every process: rank 0 saves all finished samples although
+    no periodic checkpoint is due, and the same command then finishes the rest."""
+    out, n = tmp_path / "term.h5", 300
+    args = [*COARSE, "--samples", n, "--out", out, "--checkpoint-interval", "1000"]
+    proc = subprocess.Popen(command(args, 2), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=clean_env(),
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:  # the initial, all-pending file
+        time.sleep(0.05)
+    time.sleep(2.0)  # solving is under way
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "interrupted by signal 15" in err and "run the same command again" in err
+    _wait_for_lock_release(out)
+    saved = open_dataset(out, include_failed=True)
+    n_done = int((saved["status"] == "ok").sum())
+    assert 0 < n_done < n, n_done  # without the handler only the initial checkpoint exists
+    assert set(saved["solver_rank"].values[saved["status"].values == "ok"]) == {0, 1}
+
+    proc2 = run_cli(args, n_ranks=2)
+    assert proc2.returncode == 0, proc2.stderr
+    assert f"{n - n_done} solved" in proc2.stdout
+    runs = json.loads(open_dataset(out).attrs["runs"])
+    assert [r["solved"] for r in runs] == [n_done, n - n_done]
+
+
 def test_rerun_of_complete_file_solves_nothing(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "copy.h5"
     shutil.copy(reference, out)
