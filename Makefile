@@ -78,8 +78,13 @@ demo: $(STAMP)
 	@echo "demo outputs in $(DEMO)/: cdr.h5 (dataset), cdr-gnvpro/ (surrogate, history.csv,"
 	@echo "  convergence.png, summary), cdr_field.png (a fresh CDR solve)"
 
+# Speed and memory figures (not tests; several minutes).
 bench: $(STAMP)
 	$(PY) bench/bench_cdr.py
+	$(MPIEXEC) -n 2 $(PY) bench/bench_cdr.py --throughput --samples 3
+	$(PY) bench/bench_dcr.py
+	$(MPIEXEC) -n 2 $(PY) bench/bench_dcr.py
+	$(PY) bench/bench_datasets.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache .pytest-rank1.log
