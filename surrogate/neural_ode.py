@@ -63,6 +63,28 @@ def interp_rows(values: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return (1 - frac) * values[left] + frac * values[right]
 
 
+def init_layer_weights(module: nn.Module, n_in: int, width: int, n_layers: int, *,
+                       init_scale: float = 1.0, generator: torch.Generator | None = None,
+                       dtype: torch.dtype = torch.float64,
+                       device: torch.device | str = "cpu") -> None:
+    """Register the weights of an opening layer plus a stack of layers on ``module``.
+
+    K_in (width, n_in) ~ N(0, 1 / n_in), b_in = 0, K (n_layers, width, width) ~
+    N(0, init_scale^2 / width), b (n_layers, width) = 0; drawn in float64 from ``generator``
+    (so seeded runs are identical for every dtype), then cast.
+    """
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    module.K_in = nn.Parameter(
+        (randn(width, n_in) / math.sqrt(n_in)).to(dtype=dtype, device=device))
+    module.b_in = nn.Parameter(torch.zeros(width, dtype=dtype, device=device))
+    module.K = nn.Parameter(
+        (randn(n_layers, width, width) * (init_scale / math.sqrt(width))).to(
+            dtype=dtype, device=device))
+    module.b = nn.Parameter(torch.zeros(n_layers, width, dtype=dtype, device=device))
+
+
 class NeuralODE(nn.Module):
     """Neural ODE feature extractor F(y, theta) of GNvpro eq. (3.1), RK4 discretisation.
 
@@ -115,16 +137,8 @@ class NeuralODE(nn.Module):
         self.n_in, self.width, self.n_steps = int(n_in), int(width), int(n_steps)
         self.final_time, self.gamma = float(final_time), float(gamma)
 
-        def randn(*shape: int) -> torch.Tensor:
-            return torch.randn(*shape, generator=generator, dtype=torch.float64)
-
-        self.K_in = nn.Parameter(
-            (randn(width, n_in) / math.sqrt(n_in)).to(dtype=dtype, device=device))
-        self.b_in = nn.Parameter(torch.zeros(width, dtype=dtype, device=device))
-        self.K = nn.Parameter(
-            (randn(n_steps + 1, width, width) * (init_scale / math.sqrt(width))).to(
-                dtype=dtype, device=device))
-        self.b = nn.Parameter(torch.zeros(n_steps + 1, width, dtype=dtype, device=device))
+        init_layer_weights(self, n_in, width, n_steps + 1, init_scale=init_scale,
+                           generator=generator, dtype=dtype, device=device)
         self.register_buffer("eye", torch.eye(width, dtype=dtype, device=device),
                              persistent=False)
 

@@ -10,12 +10,10 @@ prolongation interpolates them piecewise-linearly in time (constant beyond t_{d-
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from surrogate.neural_ode import interp_rows
+from surrogate.neural_ode import init_layer_weights, interp_rows
 
 
 class ResNet(nn.Module):
@@ -63,15 +61,8 @@ class ResNet(nn.Module):
         self.n_in, self.width, self.n_steps = int(n_in), int(width), int(n_steps)
         self.final_time = float(final_time)
 
-        def randn(*shape: int) -> torch.Tensor:
-            return torch.randn(*shape, generator=generator, dtype=torch.float64)
-
-        self.K_in = nn.Parameter(
-            (randn(width, n_in) / math.sqrt(n_in)).to(dtype=dtype, device=device))
-        self.b_in = nn.Parameter(torch.zeros(width, dtype=dtype, device=device))
-        self.K = nn.Parameter(
-            (randn(n_steps, width, width) / math.sqrt(width)).to(dtype=dtype, device=device))
-        self.b = nn.Parameter(torch.zeros(n_steps, width, dtype=dtype, device=device))
+        init_layer_weights(self, n_in, width, n_steps, generator=generator, dtype=dtype,
+                           device=device)
 
     def config(self) -> dict:
         """Architecture settings (JSON-serialisable) that rebuild this module."""
