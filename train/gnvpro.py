@@ -51,17 +51,12 @@ class GNvpro(Optimizer):
              counter: WorkCounter, start: float, callback: Callback) -> str:
         problem = VarProProblem(model.features, Y, C, self.alpha1, self.alpha2, counter)
 
-        def store(x: torch.Tensor, state) -> None:
-            problem.flat.set(x)
-            with torch.no_grad():
-                model.W.copy_(state.W.to(model.W.dtype))
-
         def on_iterate(record: dict, x: torch.Tensor, state) -> None:
-            store(x, state)
+            problem.store(model, state)
             callback(record, model)
 
         budget = self.max_work_units - (counter.units - start)
         result = minimize_trust_region(problem, problem.flat.get(), budget, self._settings(),
                                        on_iterate)
-        store(result.x, result.state)
+        problem.store(model, result.state)
         return result.stop_reason

@@ -153,18 +153,13 @@ class LBFGSvpro(Optimizer):
             state = problem.evaluate(x)
             return state, problem.gradient(state)
 
-        def store(state: VarProState) -> None:
-            problem.flat.set(state.theta)
-            with torch.no_grad():
-                model.W.copy_(state.W.to(model.W.dtype))
-
         x = problem.flat.get()
         try:
             state, g = value_and_grad(x)
         except _OutOfBudget:
             return "budget"
         gnorm0 = gnorm = float(g.norm())
-        store(state)
+        problem.store(model, state)
         callback({"iteration": 0, "loss": state.loss, "grad_norm": gnorm}, model)
         pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=self.memory)
         for it in range(1, self.max_iter + 1):
@@ -195,7 +190,7 @@ class LBFGSvpro(Optimizer):
                 pairs.append((s, yv, 1.0 / sy))
             x, state, g = x + s, new_state, new_g
             gnorm = float(g.norm())
-            store(state)
+            problem.store(model, state)
             callback({"iteration": it, "loss": state.loss, "grad_norm": gnorm,
                       "step_norm": float(s.norm())}, model)
         return "iteration limit"

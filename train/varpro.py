@@ -225,6 +225,13 @@ class VarProProblem:
         """Number of unknowns N_theta."""
         return self.flat.size
 
+    def store(self, model: nn.Module, state: VarProState) -> None:
+        """Write theta and the optimal W(theta) of ``state`` into ``model`` (its ``features``
+        are this problem's feature extractor; ``model.W`` has shape (m, p))."""
+        self.flat.set(state.theta)
+        with torch.no_grad():
+            model.W.copy_(state.W.to(model.W.dtype))
+
     def evaluate(self, theta: torch.Tensor) -> VarProState:
         """Forward pass, inner solve and reduced objective (Algorithm 2.1, right). 1 WU."""
         theta = theta.to(dtype=torch.float64, device=self.flat.device)
