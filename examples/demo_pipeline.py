@@ -29,10 +29,12 @@ import datetime
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 PROG = "demo_pipeline"
 #: dataset sizes of the GNvpro paper (SPEC 3)
@@ -208,11 +210,10 @@ class Pipeline:
         log = None
         if self.args.quiet:
             (self.args.out / "logs").mkdir(parents=True, exist_ok=True)
-            log = open(self.args.out / "logs" / f"{stage}.log", "w")  # noqa: SIM115
+            log = open(self.args.out / "logs" / f"{stage}.log", "w")
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(run, stdout=log, stderr=subprocess.STDOUT if log else None,
-                                  check=False)
+            returncode = run_until_done(run, log)
         except FileNotFoundError as exc:
             raise DemoError(f"stage {stage}: cannot start {run[0]!r} ({exc.strerror}); is the "
                             "project installed (make venv)?") from None
@@ -220,12 +221,12 @@ class Pipeline:
             if log is not None:
                 log.close()
         elapsed = time.perf_counter() - t0
-        if proc.returncode != 0:
+        if returncode != 0:
             where = f"see {self.args.out / 'logs' / (stage + '.log')}" if log else "see above"
-            if proc.returncode == 2:
+            if returncode == 2:
                 raise DemoError(f"stage {stage} refused its input (exit status 2; {where}): "
                                 "change the options or choose another --out")
-            raise DemoError(f"stage {stage} failed with exit status {proc.returncode} ({where}); "
+            raise DemoError(f"stage {stage} failed with exit status {returncode} ({where}); "
                             "run the same command again to resume")
         self.wall[stage] = elapsed
         self.reused[stage] = False
@@ -245,6 +246,34 @@ class Pipeline:
             upstream = stage
             if stage == self.args.stop_after:
                 break
+
+
+def run_until_done(command: list[str], log: TextIO | None) -> int:
+    """Run ``command`` to its end and return its exit status.
+
+    Ctrl-C reaches the tool too (same process group) and SIGTERM to this script is passed on
+    to it; either way the tool is given time to save its work (generate-dataset writes every
+    finished sample) before :class:`KeyboardInterrupt` is raised here, instead of being
+    killed at once as :func:`subprocess.run` would.
+    """
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT if log else None)
+
+    def forward(signum: int, frame: object) -> None:
+        proc.send_signal(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            proc.wait(timeout=120)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _read_json(path: Path) -> dict:

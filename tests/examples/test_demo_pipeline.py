@@ -180,3 +180,39 @@ def test_full_pipeline_with_evaluation(trained):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "[evaluate] finished in an earlier run" in again.stdout
     assert table_row(again.stdout, "fresh PDE solves") == fresh
+
+
+def test_sigterm_stops_the_stage_cleanly(tmp_path):
+    """SIGTERM to the driver (a scheduler, `timeout`) is passed on to the running tool:
+    generate-dataset saves its finished samples, the driver says how to resume, and the
+    unfinished stage is not recorded as done."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(DRIVER), "--out", str(out), "--samples", "150", "--ranks", "2",
+           "--set", "n_cells=12", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env(), cwd=ROOT)
+
+    def solved() -> int:
+        try:
+            with h5py.File(out / "cdr.h5", "r") as f:
+                return int((f["status"][()] == 1).sum())
+        except (OSError, KeyError):
+            return 0
+
+    deadline = time.monotonic() + 90
+    while solved() < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "finished before the signal"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted; run the same command again to resume" in stderr
+    assert "interrupted by signal 15" in (out / "logs" / "dataset.log").read_text()
+    with h5py.File(out / "cdr.h5", "r") as f:
+        assert not bool(f.attrs["complete"])
+        assert 5 <= int((f["status"][()] == 1).sum()) < 150
+    assert "dataset" not in (json.loads((out / "stages.json").read_text())
+                             if (out / "stages.json").exists() else {})
