@@ -190,21 +190,17 @@ def test_sigterm_stops_the_stage_cleanly(tmp_path):
     import time
 
     out = tmp_path / "out"
-    cmd = [sys.executable, str(DRIVER), "--out", str(out), "--samples", "150", "--ranks", "2",
+    cmd = [sys.executable, str(DRIVER), "--out", str(out), "--samples", "200", "--ranks", "2",
            "--set", "n_cells=12", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=clean_env(), cwd=ROOT)
-
-    def solved() -> int:
-        try:
-            with h5py.File(out / "cdr.h5", "r") as f:
-                return int((f["status"][()] == 1).sum())
-        except (OSError, KeyError):
-            return 0
-
+    # the file appears when the solving starts (its first checkpoint comes 10 s later, so the
+    # number of finished samples is not visible before the signal)
     deadline = time.monotonic() + 90
-    while solved() < 5 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while not (out / "cdr.h5").exists() and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)
     assert proc.poll() is None, "finished before the signal"
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
@@ -213,6 +209,6 @@ def test_sigterm_stops_the_stage_cleanly(tmp_path):
     assert "interrupted by signal 15" in (out / "logs" / "dataset.log").read_text()
     with h5py.File(out / "cdr.h5", "r") as f:
         assert not bool(f.attrs["complete"])
-        assert 5 <= int((f["status"][()] == 1).sum()) < 150
+        assert 1 <= int((f["status"][()] == 1).sum()) < 200
     assert "dataset" not in (json.loads((out / "stages.json").read_text())
                              if (out / "stages.json").exists() else {})
