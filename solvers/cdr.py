@@ -304,6 +304,8 @@ def _seed_cache(cache: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
     try:
         shutil.copytree(Path(seed) / cache.name, tmp, dirs_exist_ok=True)
+        for path in (tmp, *tmp.rglob("*")):  # the seed may be read-only; the copy is the
+            path.chmod(path.stat().st_mode | 0o200)  # user's, to compile new forms into
         os.rename(tmp, cache)
     except OSError:
         if not cache.is_dir():

@@ -300,6 +300,8 @@ def test_jit_seed_cache_spares_compilation(tmp_path, monkeypatch):
     c_user = CDRSolver(MPI.COMM_SELF, n_cells=6).solve(y)
     # the seeded cache holds exactly the seed's files: nothing was compiled again
     assert _jit_files(user / tag) == built
+    # the copy is the user's to write into (forms not in the seed are compiled there)
+    assert all(p.stat().st_mode & stat.S_IWUSR for p in [user / tag, *(user / tag).rglob("*")])
     np.testing.assert_array_equal(c_user, c_seed)
     # the tag names the ISA level, not the CPU: another level gets another folder
     monkeypatch.setenv("VARPRO_JIT_MARCH", "x86-64-v3")
