@@ -6,10 +6,14 @@ PY      := $(VENV)/bin/python
 MPIEXEC := $(VENV)/bin/mpiexec
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo-output
-# Demo size: SPEC 1 solver defaults, a smaller dataset than the paper's 800 samples
-# (`make demo DEMO_SAMPLES=800` for the paper size, about 25 min on 2 cores).
-DEMO_SAMPLES ?= 200
-DEMO_RANKS   ?= 2
+# Demo size: examples/demo_pipeline.py's defaults (CDR at SPEC 1 resolution, 200 samples,
+# 100 fresh solves, all local cores: about 10 min on 2 cores); `make demo DEMO_SAMPLES=800`
+# for the paper size, DEMO_RANKS=N, DEMO_ARGS='--eval-samples 200 --set dt=0.005' for more.
+DEMO_SAMPLES ?=
+DEMO_RANKS   ?=
+DEMO_ARGS    ?=
+# Shell scripts checked by shellcheck (the job scripts and CI), the container recipes
+SHELL_SCRIPTS := .ci/run $(wildcard slurm/*.sh slurm/*.sbatch containers/*.sh)
 # Wall-clock cap for the 2-rank test run, so a rank stuck in a collective cannot hang CI.
 MPI_TEST_TIMEOUT ?= 900
 
@@ -53,6 +57,9 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint containers/Dockerfile
+	$(VENV)/bin/shellcheck -x $(SHELL_SCRIPTS)
+	$(PY) containers/check_definition.py containers/varpro-surrogates.def
 
 # 1-rank run: everything except the tests that need 2 ranks (those skip cleanly there).
 pytest: $(STAMP)
@@ -68,15 +75,11 @@ pytest-mpi: $(STAMP)
 
 test: lint pytest pytest-mpi
 
-# The main job: CDR dataset (MPI, resumable) -> GNvpro surrogate -> one fresh solve with figure.
+# The main job: CDR dataset (MPI, resumable) -> GNvpro surrogate -> evaluation against fresh
+# PDE solves, one result table at the end; rerunning reuses the finished stages.
 demo: $(STAMP)
-	$(MPIEXEC) -n $(DEMO_RANKS) $(VENV)/bin/generate-dataset cdr --samples $(DEMO_SAMPLES) \
-	  --seed 0 --out $(DEMO)/cdr.h5
-	$(VENV)/bin/train-surrogate --data $(DEMO)/cdr.h5 --method gnvpro --out $(DEMO)/cdr-gnvpro
-	$(VENV)/bin/solve-pde cdr --seed 123456 --out $(DEMO)/cdr_observables.npy \
-	  --plot $(DEMO)/cdr_field.png
-	@echo "demo outputs in $(DEMO)/: cdr.h5 (dataset), cdr-gnvpro/ (surrogate, history.csv,"
-	@echo "  convergence.png, summary), cdr_field.png (a fresh CDR solve)"
+	$(PY) examples/demo_pipeline.py --out $(DEMO) $(if $(DEMO_SAMPLES),--samples $(DEMO_SAMPLES)) \
+	  $(if $(DEMO_RANKS),--ranks $(DEMO_RANKS)) $(DEMO_ARGS)
 
 # Speed and memory figures (not tests; several minutes).
 bench: $(STAMP)
