@@ -19,6 +19,10 @@ from train.history import History, relative_errors
 from train.varpro import WorkCounter
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """The training objective became NaN or inf (the run stops; nothing non-finite is saved)."""
+
+
 class Monitor:
     """Callback of the optimisers: history rows, progress lines and the selected model.
 
@@ -75,6 +79,8 @@ class Monitor:
         row = {"method": self.method, "level": self.level, "n_steps": self.n_steps,
                "work_units": self.counter.units, "wall_time": self.wall_time()}
         row.update(record)
+        if not math.isfinite(row["loss"]):
+            self._non_finite(row)
         Y = self.Y.to(dtype=model.W.dtype, device=model.W.device)
         row["train_rel_err"] = float(relative_errors(model(Y), self.C).mean())
         score = row["train_rel_err"]
@@ -90,6 +96,18 @@ class Monitor:
             self.best_model = copy.deepcopy(model)
         if self.stream is not None:
             print(self._line(row), file=self.stream, flush=True)
+
+    def _non_finite(self, row: dict) -> None:
+        where = (f"{self.method}: the training loss is {row['loss']} at level "
+                 f"{self.level + 1}/{self.n_levels} (d={self.n_steps}), iteration "
+                 f"{row['iteration']}")
+        if row["iteration"] == 0 and self.level == 0:
+            hint = ("the initial network already gives non-finite outputs: check model."
+                    "final_time, model.init_scale, model.dtype and the scaling of the data")
+        else:
+            hint = ("training diverged: use a smaller step (adam.lr) or stronger "
+                    "regularisation (loss.alpha1, loss.alpha2), or model.dtype = \"float64\"")
+        raise NonFiniteTrainingError(f"{where}; {hint}")
 
     def _score(self, row: dict) -> float:
         return row["val_rel_err"] if self.validation is not None else row["train_rel_err"]
