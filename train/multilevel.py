@@ -14,13 +14,9 @@ from typing import TextIO
 import torch
 
 from surrogate.separable import SeparableModel
-from train.base import Optimizer
+from train.base import NonFiniteTrainingError, Optimizer
 from train.history import History, relative_errors
 from train.varpro import WorkCounter
-
-
-class NonFiniteTrainingError(RuntimeError):
-    """The training objective became NaN or inf (the run stops; nothing non-finite is saved)."""
 
 
 class Monitor:
@@ -107,7 +103,9 @@ class Monitor:
         else:
             hint = ("training diverged: use a smaller step (adam.lr) or stronger "
                     "regularisation (loss.alpha1, loss.alpha2), or model.dtype = \"float64\"")
-        raise NonFiniteTrainingError(f"{where}; {hint}")
+        err = NonFiniteTrainingError(f"{where}; {hint}")
+        err.located = True
+        raise err
 
     def _score(self, row: dict) -> float:
         return row["val_rel_err"] if self.validation is not None else row["train_rel_err"]
@@ -172,8 +170,15 @@ class MultilevelTrainer:
             if model.features.n_steps != n_steps:
                 model = model.prolong(n_steps)
             monitor.set_level(level, len(self.levels), n_steps)
-            self.optimizer.fit(model, Y, C, counter=monitor.counter, callback=monitor,
-                               init_linear=level == 0 and self.optimizer.needs_linear_init)
+            try:
+                self.optimizer.fit(model, Y, C, counter=monitor.counter, callback=monitor,
+                                   init_linear=level == 0 and self.optimizer.needs_linear_init)
+            except NonFiniteTrainingError as exc:
+                if getattr(exc, "located", False):
+                    raise
+                raise NonFiniteTrainingError(
+                    f"{monitor.method}: at level {level + 1}/{len(self.levels)} "
+                    f"(d={n_steps}): {exc}") from None
             self.stop_reasons_.append(self.optimizer.stop_reason_)
             if on_level_end is not None:
                 on_level_end(level, model)
