@@ -139,6 +139,8 @@ def check_range(where: str, key: str, value):
         Naming ``where`` (``source: section.key``), the value and the valid range.
     """
     items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where} = {value!r}: expected numbers, not true/false")
     for v in items:
         if isinstance(v, bool) or not isinstance(v, int | float):
             continue
