@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -399,3 +401,44 @@ def test_disk_full_at_the_first_checkpoint_leaves_no_empty_folder(tmp_path, data
     assert train(data, fast, tmp_path / "new" / "m") == 1
     assert "No space left on device" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_real_write_failure_is_reported_and_leaves_no_temporary_files(tmp_path, data, fast):
+    """The operating system refuses to write past a file-size limit (RLIMIT_FSIZE, EFBIG, the
+    same path as a full disk): exit status 1, one message, the previous model intact."""
+    out = tmp_path / "m"
+    assert train(data, fast, out) == 0
+    before = snapshot(out)
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "from train.cli import main\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))\n"
+        f"sys.exit(main(['--data', {str(data)!r}, '--method', 'lbfgsvpro', '--config', "
+        f"{str(fast)!r}, '--quiet', '--overwrite', '--seed', '1', '--out', {str(out)!r}]))\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("train-surrogate: error: cannot write ")
+    assert "File too large" in proc.stderr and "Traceback" not in proc.stderr
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if not k.startswith("checkpoint/")} == before
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temporary files left"
+
+
+def test_a_version_1_checkpoint_is_still_resumed(tmp_path, data, fast, monkeypatch):
+    assert train(data, fast, tmp_path / "ref") == 0
+    out = tmp_path / "run"
+    interrupt_after_first_level(monkeypatch, data, fast, out)
+    d = out / "checkpoint"
+    state = json.loads((d / "state.json").read_text())
+    for role in ("model", "best"):               # the layout written before version 2
+        name = state["files"][role]
+        (d / name).rename(d / f"{role}.npz")
+        state["sha256"][f"{role}.npz"] = state["sha256"].pop(name)
+    del state["files"]
+    state["version"] = 1
+    (d / "state.json").write_text(json.dumps(state))
+    assert train(data, fast, out, "--resume") == 0
+    assert np.array_equal(predictions(out), predictions(tmp_path / "ref"))
