@@ -47,13 +47,13 @@ def estimate_training_bytes(cfg: dict, method: str, n_train: int, n_in: int, n_o
     """
     mc = cfg["model"]
     w = int(mc["width"])
-    levels = cfg[method]["levels"] if "levels" in cfg[method] else mc["levels"]
+    m = cfg.get(method, {})             # a method without a section of its own: ADAM-like
+    levels = m.get("levels", mc["levels"])
     d = int(max(levels))
     b = 4 if mc["dtype"] == "float32" else 8
     n_par = parameter_count(mc["architecture"], n_in, w, d)
-    m = cfg[method]
     if "r_max" in m:
-        r = min(int(m["r_max"]), int(float(m["work_units_per_level"]) // 2) + 1)
+        r = min(int(m["r_max"]), int(float(m.get("work_units_per_level", 400)) // 2) + 1)
         size = n_par + (n_out * (w + 1) if method == "gn" else 0)
         optimizer = 8.0 * r * size
     elif "memory" in m:
