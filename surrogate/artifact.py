@@ -18,6 +18,8 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,19 +37,39 @@ class SurrogateFormatError(ValueError):
     """A model directory that cannot be loaded (missing, tampered, wrong version)."""
 
 
+class NonFiniteModelError(ValueError):
+    """A model with NaN or inf weights or normalisation statistics (never saved)."""
+
+
+#: keys every metadata.json has: dotted path -> type
+_METADATA_KEYS: dict[str, type] = {
+    "weights_sha256": str, "model": dict, "model.features": dict, "model.n_out": int,
+    "model.normalizer": dict, "model.dtype": str,
+}
+_JSON_TYPES = {dict: "object", str: "string", int: "integer"}
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.fchmod(fd, 0o666 & ~umask)           # mkstemp creates 0600; use the usual mode
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fd, 0o666 & ~umask)       # mkstemp creates 0600; use the usual mode
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:                # write/fsync errors do not name the file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -75,9 +97,84 @@ def state_to_npz_bytes(state: dict[str, torch.Tensor]) -> bytes:
 
 
 def load_npz_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict written by :func:`state_to_npz_bytes` (no pickle)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: torch.from_numpy(np.array(npz[k])) for k in npz.files}
+    """Read a state dict written by :func:`state_to_npz_bytes` (no pickle).
+
+    Raises
+    ------
+    SurrogateFormatError
+        For a file that is not a zip archive of numeric ``.npy`` arrays (message starts
+        with the path).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise SurrogateFormatError(f"{path}: a single .npy array, not an .npz archive")
+            arrays = {k: np.array(npz[k]) for k in npz.files}
+    except SurrogateFormatError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError,
+            NotImplementedError) as exc:
+        raise SurrogateFormatError(f"{path}: not a readable .npz archive of arrays "
+                                   f"({type(exc).__name__}: {exc})") from None
+    bad = [k for k, a in arrays.items() if a.dtype.kind not in "fiub"]
+    if bad:
+        raise SurrogateFormatError(f"{path}: arrays {bad} are not numeric "
+                                   f"({arrays[bad[0]].dtype})")
+    return {k: torch.from_numpy(a) for k, a in arrays.items()}
+
+
+def nonfinite_weights(model: SeparableModel) -> list[str]:
+    """Descriptions (``name = value``) of the parameters and normalisation statistics of
+    ``model`` that are NaN or inf (scales: also zero or negative); empty when all are finite."""
+    bad = [f"{name} = {p.detach().reshape(-1)[~torch.isfinite(p.detach().reshape(-1))][0].item()}"
+           for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    return bad + [f"normalizer.{b}" for b in model.normalizer.nonfinite()]
+
+
+def _check_state(path: Path, model: SeparableModel, state: dict[str, torch.Tensor]) -> None:
+    """Missing, extra or misshapen arrays of ``state`` against ``model``."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = ([f"missing arrays {missing}"] if missing else []) + (
+        [f"unexpected arrays {extra}"] if extra else []) + (
+        [f"wrong shapes: {', '.join(shapes)}"] if shapes else [])
+    if problems:
+        raise SurrogateFormatError(f"{path}: weights do not match the architecture in the "
+                                   "metadata: " + "; ".join(problems))
+
+
+def load_weights(path: str | os.PathLike, config: dict, device: str | torch.device = "cpu",
+                 config_source: str = METADATA_FILE) -> SeparableModel:
+    """Model of architecture ``config`` with the weights of ``path`` (an .npz file).
+
+    Raises
+    ------
+    SurrogateFormatError
+        Unreadable archive, an architecture that cannot be built, missing/extra/misshapen
+        arrays, or non-finite weights; the message names the file and the problem.
+    """
+    path = Path(path)
+    state = load_npz_state(path)
+    try:
+        model = SeparableModel.from_config(config, device=device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise SurrogateFormatError(
+            f"{config_source}: the model architecture cannot be built ({type(exc).__name__}: "
+            f"{exc})") from None
+    _check_state(path, model, state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as exc:
+        raise SurrogateFormatError(f"{path}: weights do not fit the architecture ({exc})"
+                                   ) from None
+    bad = nonfinite_weights(model)
+    if bad:
+        raise SurrogateFormatError(f"{path}: the model is unusable, non-finite weights: "
+                                   f"{'; '.join(bad[:5])}; retrain it")
+    return model
 
 
 def save_surrogate(model: SeparableModel, directory: str | os.PathLike,
@@ -97,6 +194,10 @@ def save_surrogate(model: SeparableModel, directory: str | os.PathLike,
     -------
     Path of the metadata file.
     """
+    bad = nonfinite_weights(model)
+    if bad:
+        raise NonFiniteModelError(f"refusing to save a model with non-finite weights: "
+                                  f"{'; '.join(bad[:5])}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = state_to_npz_bytes(model.state_dict())
@@ -121,8 +222,10 @@ def read_metadata(directory: str | os.PathLike) -> dict:
         raise SurrogateFormatError(f"{path}: no such file (not a surrogate model directory)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SurrogateFormatError(f"{path}: not valid JSON ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SurrogateFormatError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise SurrogateFormatError(f"{path}: cannot be read ({exc.strerror})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise SurrogateFormatError(f"{path}: not a {FORMAT_NAME} metadata file")
     version = meta.get("format_version")
@@ -130,6 +233,19 @@ def read_metadata(directory: str | os.PathLike) -> dict:
         raise SurrogateFormatError(
             f"{path}: unsupported format version {version!r} (this package reads version "
             f"{FORMAT_VERSION})")
+    for key, kind in _METADATA_KEYS.items():
+        node = meta
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            raise SurrogateFormatError(f"{path}: missing key {key!r}")
+        if not isinstance(node, kind) or isinstance(node, bool):
+            raise SurrogateFormatError(f"{path}: key {key!r} must be a JSON "
+                                       f"{_JSON_TYPES[kind]}, got {str(node)[:60]!r}")
+    name = meta.get("weights_file", WEIGHTS_FILE)
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise SurrogateFormatError(f"{path}: weights_file must be a file name in the model "
+                                   f"directory, got {name!r}")
     return meta
 
 
@@ -153,10 +269,6 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu"
         raise SurrogateFormatError(
             f"{wpath}: SHA-256 {digest} does not match metadata.json "
             f"({meta.get('weights_sha256')}); the weights file was modified or is corrupt")
-    try:
-        model = SeparableModel.from_config(meta["model"], device=device)
-        model.load_state_dict(load_npz_state(wpath), strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        raise SurrogateFormatError(f"{directory}: weights do not match the metadata ({exc})"
-                                   ) from exc
+    model = load_weights(wpath, meta["model"], device=device,
+                         config_source=str(directory / METADATA_FILE))
     return model.to(device), meta

@@ -13,6 +13,26 @@ import torch
 from torch import nn
 
 
+class NormalizationError(ValueError):
+    """Training data whose statistics are not usable (non-finite mean or scale)."""
+
+
+def _scaled_mean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean that does not overflow: max|x| * mean(x / max|x|) (``dim=None``: all entries)."""
+    a = x.abs().amax(dim=dim, keepdim=dim is not None) if x.numel() else torch.zeros(())
+    a = torch.where(a > 0, a, torch.ones_like(a))
+    m = (x / a).mean(dim=dim, keepdim=dim is not None) * a
+    return m.squeeze(dim) if dim is not None else m
+
+
+def _scaled_rms(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Root mean square that does not overflow or underflow (same scaling as above)."""
+    a = x.abs().amax(dim=dim, keepdim=dim is not None) if x.numel() else torch.zeros(())
+    a = torch.where(a > 0, a, torch.ones_like(a))
+    r = torch.sqrt(((x / a) ** 2).mean(dim=dim, keepdim=dim is not None)) * a
+    return r.squeeze(dim) if dim is not None else r
+
+
 class Normalizer(nn.Module):
     """Affine maps of inputs and targets; all statistics are buffers (saved with the model).
 
@@ -57,15 +77,40 @@ class Normalizer(nn.Module):
         """
         y = y.to(self.y_shift)
         c = c.to(self.c_shift)
+        if y.shape[0] == 0:
+            raise NormalizationError("no training samples to fit the normalisation on")
+        for name, x in (("inputs y", y), ("targets c", c)):
+            if not torch.isfinite(x).all():
+                raise NormalizationError(f"the training {name} contain NaN or inf")
+        # statistics computed with max-abs scaling, so that data near the float64 limits
+        # (e.g. targets of magnitude 1e300) give finite shifts and scales
         if self.standardize_inputs:
-            std = y.std(dim=0, unbiased=False)
-            self.y_shift.copy_(y.mean(dim=0))
+            mean = _scaled_mean(y, dim=0)
+            std = _scaled_rms(y - mean, dim=0)
+            self.y_shift.copy_(mean)
             self.y_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
         if self.center_targets:
-            self.c_shift.copy_(c.mean(dim=0))
-        rms = torch.sqrt(torch.mean((c - self.c_shift) ** 2))
+            self.c_shift.copy_(_scaled_mean(c, dim=0))
+        rms = _scaled_rms(c - self.c_shift)
         self.c_scale.copy_(rms if rms > 0 else torch.ones_like(rms))
+        bad = self.nonfinite()
+        if bad:
+            raise NormalizationError(
+                f"normalisation statistics are not finite ({'; '.join(bad)}): the training "
+                "data span more than the float64 range; rescale the data")
         return self
+
+    def nonfinite(self) -> list[str]:
+        """Descriptions of the statistics that are not finite or (scales) not positive."""
+        bad = []
+        for name, what in (("y_shift", "input mean"), ("y_scale", "input scale"),
+                           ("c_shift", "target shift"), ("c_scale", "target scale")):
+            t = getattr(self, name)
+            ok = torch.isfinite(t) & (t > 0) if name.endswith("scale") else torch.isfinite(t)
+            if not bool(ok.all()):
+                first = t.reshape(-1)[~ok.reshape(-1)][0].item()
+                bad.append(f"{name} ({what}) = {first}")
+        return bad
 
     def transform_y(self, y: torch.Tensor) -> torch.Tensor:
         """Normalised inputs, shape (n, n_in)."""

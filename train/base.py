@@ -14,6 +14,11 @@ from train.varpro import WorkCounter, solve_inner
 Callback = Callable[[dict, SeparableModel], None]
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """The training objective or its derivatives became NaN or inf (the run stops; nothing
+    non-finite is saved)."""
+
+
 class Optimizer:
     """Base class: trains a :class:`SeparableModel` in place within a work-unit budget.
 

@@ -1,10 +1,13 @@
 """Checkpoints written after every level, so that ``--resume`` continues an interrupted run.
 
-``<out>/checkpoint/`` holds ``model.npz`` (the model at the end of the last finished level),
-``best.npz`` (the model selected on validation so far) and ``state.json`` (level count,
-history, work units, wall time, the run's fingerprint and the SHA-256 of both weight files).
-Each file is written atomically and ``state.json`` last, so an interrupted write leaves the
-previous checkpoint usable.
+``<out>/checkpoint/`` holds ``model-<digest>.npz`` (the model at the end of the last finished
+level), ``best-<digest>.npz`` (the model selected on validation so far) and ``state.json``
+(level count, history, work units, wall time, the run's fingerprint, the names and SHA-256 of
+both weight files). The weight files are named by their content and written atomically,
+``state.json`` after them, and the files of the previous checkpoint are deleted only after the
+new ``state.json`` is in place: a run killed at any moment leaves a complete checkpoint (the
+previous or the new one). Version 1 checkpoints (fixed names ``model.npz``/``best.npz``, which
+could be torn by a kill between the writes) are still read.
 """
 
 from __future__ import annotations
@@ -18,16 +21,24 @@ from pathlib import Path
 import torch
 
 from surrogate.artifact import (
+    SurrogateFormatError,
     atomic_write_bytes,
     atomic_write_text,
-    load_npz_state,
+    load_weights,
     sha256_file,
     state_to_npz_bytes,
 )
 from surrogate.separable import SeparableModel
 
 CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+#: keys of state.json -> JSON types
+_STATE_KEYS = {"completed_levels": int, "model": dict, "best_model": (dict, type(None)),
+               "best_row": (dict, type(None)), "history": list, "work_units": (int, float),
+               "wall_time": (int, float), "sha256": dict}
+RECOVER = ("pass --restart to discard the checkpoint and train from the start (or --out "
+           "another folder)")
 
 
 class CheckpointError(ValueError):
@@ -56,13 +67,15 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
     """Write ``out/checkpoint`` (atomic per file, ``state.json`` last)."""
     d = Path(out) / CHECKPOINT_DIR
     d.mkdir(parents=True, exist_ok=True)
-    digests = {}
-    for name, model in (("model.npz", ckpt.model), ("best.npz", ckpt.best_model)):
+    digests, files = {}, {"model": None, "best": None}
+    for role, model in (("model", ckpt.model), ("best", ckpt.best_model)):
         if model is None:
             continue
         data = state_to_npz_bytes(model.state_dict())
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{role}-{digest[:16]}.npz"
         atomic_write_bytes(d / name, data)
-        digests[name] = hashlib.sha256(data).hexdigest()
+        digests[name], files[role] = digest, name
     state = {
         "version": CHECKPOINT_VERSION,
         "fingerprint": run_fingerprint,
@@ -73,9 +86,13 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
         "history": ckpt.history,
         "work_units": ckpt.work_units,
         "wall_time": ckpt.wall_time,
+        "files": files,
         "sha256": digests,
     }
     atomic_write_text(d / "state.json", json.dumps(state) + "\n")
+    for f in d.glob("*.npz"):                       # the previous checkpoint's weights
+        if f.name not in digests:
+            f.unlink(missing_ok=True)
 
 
 def has_checkpoint(out: str | Path) -> bool:
@@ -94,35 +111,69 @@ def load_checkpoint(out: str | Path, run_fingerprint: str,
     path = d / "state.json"
     if not path.is_file():
         raise CheckpointError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/state.json)")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: unsupported checkpoint version {state.get('version')!r}")
+    state = read_state(out)
     if state.get("fingerprint") != run_fingerprint:
         raise CheckpointError(
-            f"{out}: the checkpoint belongs to a different run (method, configuration or data "
-            "changed); start a new run in another directory")
+            f"{out}: the checkpoint belongs to a different run (method, configuration, seed or "
+            "data changed): run the original command with --resume to finish that run, or "
+            + RECOVER)
+    files = state.get("files") or {"model": "model.npz", "best": "best.npz"}
 
-    def model(name: str, cfg: dict) -> SeparableModel:
-        f = d / name
-        if not f.is_file() or sha256_file(f) != state["sha256"].get(name):
-            raise CheckpointError(f"{f}: missing or does not match state.json")
-        m = SeparableModel.from_config(cfg, device=device)
-        m.load_state_dict(load_npz_state(f))
-        return m
+    def model(role: str, cfg: dict) -> SeparableModel:
+        name = files.get(role) if isinstance(files, dict) else None
+        f = d / str(name)
+        if not isinstance(name, str) or Path(name).name != name or not f.is_file():
+            raise CheckpointError(f"{d / str(name)}: missing; the checkpoint is damaged: "
+                                  + RECOVER)
+        if sha256_file(f) != state["sha256"].get(name):
+            raise CheckpointError(
+                f"{f}: does not match {path.name} (model and state out of step: the run was "
+                "probably killed while writing the checkpoint); " + RECOVER)
+        try:
+            return load_weights(f, cfg, device=device, config_source=str(path))
+        except SurrogateFormatError as exc:
+            raise CheckpointError(f"{exc}; " + RECOVER) from None
 
     return Checkpoint(
         completed_levels=int(state["completed_levels"]),
-        model=model("model.npz", state["model"]),
-        best_model=None if state["best_model"] is None else model("best.npz",
-                                                                   state["best_model"]),
+        model=model("model", state["model"]),
+        best_model=None if state["best_model"] is None else model("best", state["best_model"]),
         best_row=state["best_row"],
         history=state["history"],
         work_units=float(state["work_units"]),
         wall_time=float(state["wall_time"]),
     )
+
+
+def read_state(out: str | Path) -> dict:
+    """``out/checkpoint/state.json`` after checking its version, keys and their types.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and the problem, with how to recover.
+    """
+    path = Path(out) / CHECKPOINT_DIR / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/state.json)"
+                              ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({exc}); " + RECOVER) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint (not a JSON object); " + RECOVER)
+    if state.get("version") not in _READABLE_VERSIONS:
+        raise CheckpointError(f"{path}: unsupported checkpoint version "
+                              f"{state.get('version')!r}; " + RECOVER)
+    for key, kind in _STATE_KEYS.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: corrupt checkpoint (missing key {key!r}); "
+                                  + RECOVER)
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise CheckpointError(f"{path}: corrupt checkpoint (key {key!r} has the wrong "
+                                  f"type: {str(state[key])[:60]!r}); " + RECOVER)
+    return state
 
 
 def remove_checkpoint(out: str | Path) -> None:

@@ -20,10 +20,16 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import torch
 
-from surrogate.artifact import SurrogateFormatError, atomic_write_text, save_surrogate
-from surrogate.normalization import Normalizer
+from surrogate.artifact import (
+    NonFiniteModelError,
+    SurrogateFormatError,
+    atomic_write_text,
+    save_surrogate,
+)
+from surrogate.normalization import NormalizationError, Normalizer
 from surrogate.separable import SeparableModel, build_extractor
 from train.adam import Adam
 from train.base import Optimizer
@@ -42,7 +48,15 @@ from train.gauss_newton import GaussNewton
 from train.gnvpro import GNvpro
 from train.history import History, plot_convergence, relative_errors
 from train.lbfgs_vpro import LBFGSvpro
-from train.multilevel import Monitor, MultilevelTrainer
+from train.multilevel import Monitor, MultilevelTrainer, NonFiniteTrainingError
+from train.outputs import (
+    CreatedFolders,
+    OutputFolderError,
+    check_output_folder,
+    os_error_message,
+    staged,
+)
+from train.resources import MemoryEstimateError, check_memory
 from train.varpro import WorkCounter
 
 PROG = "train-surrogate"
@@ -137,16 +151,32 @@ def _fmt_err(e: dict | None) -> str:
     return "-" if e is None else f"{e['mean']:.4f} ± {e['std']:.4f}"
 
 
+def run_fingerprint(method: str, cfg: dict, seed: int, data: SplitData) -> str:
+    """Identity of a run (method, resolved configuration, seed, data and split)."""
+    return fingerprint({"method": method, "config": cfg, "seed": seed,
+                        "data": data.provenance["sha256"], "split": data.provenance["split"]})
+
+
+def check_finite_predictions(model: SeparableModel, data: SplitData) -> None:
+    """Refuse a model whose physical-unit predictions on the training split are not finite
+    (weights and normalisation are checked by ``save_surrogate``)."""
+    pred = model.predict(data.y["train"])
+    bad = ~np.isfinite(pred)
+    if bad.any():
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        raise NonFiniteModelError(
+            f"not saving the model: its predictions on the training split are not finite "
+            f"({int(bad.sum())} values, e.g. sample {i}, observable {j}: {pred[i, j]}; target "
+            f"scale c_scale = {float(model.normalizer.c_scale)}): rescale the targets of the "
+            "data file")
+
+
 def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, seed: int,
               out: Path, resume: bool, stream: TextIO | None) -> dict:
-    """Train one method into ``out`` and return its summary."""
+    """Train one method into ``out`` (an existing folder that :func:`run` has checked) and
+    return its summary."""
     opt, levels = make_optimizer(method, cfg, seed)
-    run_id = fingerprint({"method": method, "config": cfg, "seed": seed,
-                          "data": data.provenance["sha256"], "split": data.provenance["split"]})
-    out.mkdir(parents=True, exist_ok=True)
-    if has_checkpoint(out) and not resume:
-        raise UsageError(f"{out} holds an interrupted run; pass --resume to continue it or "
-                         "choose another --out")
+    run_id = run_fingerprint(method, cfg, seed, data)
     model = build_model(cfg, data, levels, seed, device)
     counter, start_level, wall0 = WorkCounter(), 0, 0.0
     ckpt = None
@@ -204,12 +234,15 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
             "device": str(device), "package": "varpro-surrogates",
             "package_version": package_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    save_surrogate(selected, out, meta)
-    monitor.history.to_csv(out / "history.csv")
-    plot_convergence({LABELS[method]: monitor.history}, out / "convergence.png",
-                     title=f"{LABELS[method]} on {data.problem}")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "summary.txt", table([summary]))
+    meta["run_id"] = summary["run_id"] = run_id
+    check_finite_predictions(selected, data)
+    with staged(out) as stage:          # all or nothing: a full disk leaves OUT as it was
+        save_surrogate(selected, stage, meta)
+        monitor.history.to_csv(stage / "history.csv")
+        plot_convergence({LABELS[method]: monitor.history}, stage / "convergence.png",
+                         title=f"{LABELS[method]} on {data.problem}")
+        atomic_write_text(stage / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(stage / "summary.txt", table([summary]))
     remove_checkpoint(out)
     return summary
 
@@ -243,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "stored split) the split")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in OUT from its last finished level")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoint of an interrupted (or damaged) run in OUT and "
+                   "train from the start")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model of a different run already in OUT (the same run "
+                   "again replaces its own model without this option)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
                    "choice; 1 is often fastest for these small networks on a busy machine)")
@@ -255,6 +294,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("one of --method or --compare is required")
     if args.compare and args.method is not None:
         raise UsageError("--method and --compare exclude each other")
+    if args.resume and args.restart:
+        raise UsageError("--resume and --restart exclude each other")
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: must be >= 0")
     device = resolve_device(args.device)
     if args.threads is not None:
         if args.threads < 1:
@@ -269,16 +312,21 @@ def run(args: argparse.Namespace) -> int:
     stream = None if args.quiet else sys.stdout
     out = Path(args.out)
     methods = METHODS if args.compare else (args.method,)
-    summaries = []
+    if args.compare and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    plan = {}                           # every folder is checked before anything is trained
     for method in methods:
         target = out / method if args.compare else out
-        resume = args.resume and (not args.compare or has_checkpoint(target))
-        if args.compare and args.resume and (target / "summary.json").is_file() \
-                and not has_checkpoint(target):
-            summaries.append(json.loads((target / "summary.json").read_text()))
-            continue
-        summaries.append(train_one(method, cfg, data, device=device, seed=args.seed,
-                                   out=target, resume=resume, stream=stream))
+        plan[method] = check_output_folder(
+            target, run_fingerprint(method, cfg, args.seed, data), overwrite=args.overwrite,
+            resume=args.resume, restart=args.restart)
+        check_memory(cfg, method, data.y["train"].shape[0], data.n_in, data.n_out, device)
+    folders = CreatedFolders()
+    try:
+        summaries = _train_all(args, cfg, data, device, out, methods, plan, folders, stream)
+    except BaseException:
+        folders.clean_up()
+        raise
     text = table(summaries)
     print(text, end="")
     if args.compare:
@@ -287,6 +335,28 @@ def run(args: argparse.Namespace) -> int:
         plot_convergence({LABELS[m]: History.read_csv(out / m / "history.csv") for m in methods},
                          out / "convergence.png", title=f"{data.problem}: convergence")
     return 0
+
+
+def _train_all(args, cfg, data, device, out, methods, plan, folders, stream) -> list[dict]:
+    """The training loop of :func:`run` (``plan``: "train" or "finished" per method)."""
+    summaries = []
+    for method in methods:
+        target = out / method if args.compare else out
+        if plan[method] == "finished":
+            print(f"{method}: {target} already holds the finished model of this run "
+                  "(nothing to resume)", file=stream or sys.stderr)
+            summaries.append(json.loads((target / "summary.json").read_text()))
+            continue
+        if args.restart:
+            remove_checkpoint(target)
+        folders.make(target)
+        resume = args.resume and has_checkpoint(target)
+        if args.resume and not resume:
+            print(f"{method}: nothing to resume in {target}: training from the start",
+                  file=stream or sys.stderr)
+        summaries.append(train_one(method, cfg, data, device=device, seed=args.seed,
+                                   out=target, resume=resume, stream=stream))
+    return summaries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,9 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (UsageError, ConfigError, DataError, DatasetFileError, CheckpointError,
-            SurrogateFormatError) as exc:
+            SurrogateFormatError, OutputFolderError, NormalizationError,
+            MemoryEstimateError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except (NonFiniteTrainingError, NonFiniteModelError) as exc:
+        print(f"{PROG}: error: {exc} (nothing was saved; the checkpoint of the finished "
+              "levels, if any, is kept: change the settings and run with --restart)",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

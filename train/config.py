@@ -56,6 +56,7 @@ inputs)::
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from pathlib import Path
 
@@ -95,6 +96,67 @@ PROBLEM_DEFAULTS = {
 
 METHODS = ("gnvpro", "gn", "adam", "lbfgsvpro")
 
+#: Valid ranges of the numeric settings, by key (the same key in any section, e.g. ``r_max``
+#: in [gnvpro] and [gn]): (lower, upper, lower bound included, upper bound included); None =
+#: unbounded. Every number must be finite, listed here or not; sizes (width, levels, r_max,
+#: samples) are bounded by the memory estimate of :mod:`train.resources` once the data is read.
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "width": (1, None, True, False),
+    "final_time": (0.0, None, False, False),
+    "gamma": (0.0, None, True, False),
+    "init_scale": (0.0, None, True, False),
+    "levels": (1, None, True, False),            # each entry; the list must also increase
+    "alpha1": (0.0, None, True, False),
+    "alpha2": (0.0, None, True, False),
+    "seed": (0, None, True, False),
+    "work_units_per_level": (0.0, None, False, False),
+    "r_max": (1, None, True, False),
+    "krylov_tol": (0.0, 1.0, True, True),
+    "max_iter": (1, None, True, False),
+    "grad_tol": (0.0, None, True, False),
+    "grad_rtol": (0.0, None, True, False),
+    "memory": (1, None, True, False),
+    "lr": (0.0, None, False, False),
+    "batch_size": (1, None, True, False),
+}
+
+
+def _range_text(lo, hi, lo_in: bool, hi_in: bool) -> str:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>=' if lo_in else '>'} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<=' if hi_in else '<'} {hi:g}")
+    return " and ".join(parts) or "finite"
+
+
+def check_range(where: str, key: str, value):
+    """Refuse non-finite numbers and values outside :data:`RANGES` (lists: each entry).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where`` (``source: section.key``), the value and the valid range.
+    """
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where} = {value!r}: expected numbers, not true/false")
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if not math.isfinite(v):
+            raise ConfigError(f"{where} = {value!r}: must be a finite number")
+        lo, hi, lo_in, hi_in = RANGES.get(key, (None, None, True, True))
+        if (lo is not None and (v < lo or (v == lo and not lo_in))) or (
+                hi is not None and (v > hi or (v == hi and not hi_in))):
+            what = "each entry must be" if isinstance(value, list) else "must be"
+            raise ConfigError(f"{where} = {value!r}: {what} "
+                              f"{_range_text(lo, hi, lo_in, hi_in)}")
+    if key == "levels" and any(b <= a for a, b in zip(value, value[1:], strict=False)):
+        raise ConfigError(f"{where} = {value!r}: the numbers of time steps must increase from "
+                          "level to level (shallow to deep, e.g. [2, 4, 8])")
+    return value
+
 
 class ConfigError(ValueError):
     """Invalid training configuration (unknown key, wrong type or value)."""
@@ -110,6 +172,16 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r}); TOML files are UTF-8"
+                          ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML (nested too deeply)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
 
 
 def _check_value(where: str, key: str, value):
@@ -119,7 +191,7 @@ def _check_value(where: str, key: str, value):
     if expected is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return check_range(where, key, float(value))
     if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if not isinstance(value, expected):
@@ -131,7 +203,7 @@ def _check_value(where: str, key: str, value):
     if key == "fractions" and (len(value) != 3 or not all(
             isinstance(v, int | float) and v >= 0 for v in value) or sum(value) > 1 + 1e-12):
         raise ConfigError(f"{where}: expected 3 non-negative fractions with sum <= 1")
-    return value
+    return check_range(where, key, value)
 
 
 def merge_config(user: dict, source: str = "config") -> dict:

@@ -126,6 +126,10 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
     if y.ndim != 2 or c.ndim != 2 or y.shape[0] != c.shape[0]:
         raise DataError(f"{path}: y and c must be (samples x features) with the same number "
                         f"of samples, got {y.shape} and {c.shape}")
+    for name, what, a in (("y", "input features", y), ("c", "observables", c)):
+        if a.shape[1] == 0:
+            raise DataError(f"{path}: no {what} ({name} has shape {a.shape}); a surrogate "
+                            "needs at least one parameter and one observable per sample")
     attrs = dict(ds.attrs)
     problem = detect_problem(attrs, y.shape[1], c.shape[1])
     finite = np.isfinite(y).all(axis=1) & np.isfinite(c).all(axis=1)
@@ -144,7 +148,10 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
     ys = {s: y[labels == s] for s in SPLITS}
     cs = {s: c[labels == s] for s in SPLITS}
     if ys["train"].shape[0] == 0:
-        raise DataError(f"{path}: no training samples")
+        dropped = int((~finite).sum())
+        why = (f" ({dropped} of {y.shape[0]} samples have NaN or inf values and are left out)"
+               if dropped else f" (the file has {y.shape[0]} samples)")
+        raise DataError(f"{path}: no training samples{why}")
     provenance = {
         "path": str(path.resolve()),
         "sha256": sha256_file(path),

@@ -44,7 +44,14 @@ def relative_errors(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     target = torch.as_tensor(target, dtype=torch.float64, device=pred.device)
     ref = target if shift is None else target - torch.as_tensor(
         shift, dtype=torch.float64, device=pred.device)
-    err = torch.linalg.vector_norm(pred - target, dim=1) / torch.linalg.vector_norm(ref, dim=1)
+    diff = pred - target
+    # both norms divided by the same per-sample scale, so that values near the float64 limit
+    # (targets of magnitude 1e300) do not overflow
+    scale = torch.maximum(diff.abs().amax(dim=1), ref.abs().amax(dim=1)) if diff.shape[1] \
+        else torch.ones(diff.shape[0], dtype=diff.dtype, device=diff.device)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
+    err = torch.linalg.vector_norm(diff / scale, dim=1) / torch.linalg.vector_norm(
+        ref / scale, dim=1)
     return err.cpu().numpy()
 
 

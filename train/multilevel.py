@@ -14,7 +14,7 @@ from typing import TextIO
 import torch
 
 from surrogate.separable import SeparableModel
-from train.base import Optimizer
+from train.base import NonFiniteTrainingError, Optimizer
 from train.history import History, relative_errors
 from train.varpro import WorkCounter
 
@@ -75,6 +75,8 @@ class Monitor:
         row = {"method": self.method, "level": self.level, "n_steps": self.n_steps,
                "work_units": self.counter.units, "wall_time": self.wall_time()}
         row.update(record)
+        if not math.isfinite(row["loss"]):
+            self._non_finite(row)
         Y = self.Y.to(dtype=model.W.dtype, device=model.W.device)
         row["train_rel_err"] = float(relative_errors(model(Y), self.C).mean())
         score = row["train_rel_err"]
@@ -90,6 +92,20 @@ class Monitor:
             self.best_model = copy.deepcopy(model)
         if self.stream is not None:
             print(self._line(row), file=self.stream, flush=True)
+
+    def _non_finite(self, row: dict) -> None:
+        where = (f"{self.method}: the training loss is {row['loss']} at level "
+                 f"{self.level + 1}/{self.n_levels} (d={self.n_steps}), iteration "
+                 f"{row['iteration']}")
+        if row["iteration"] == 0 and self.level == 0:
+            hint = ("the initial network already gives non-finite outputs: check model."
+                    "final_time, model.init_scale, model.dtype and the scaling of the data")
+        else:
+            hint = ("training diverged: use a smaller step (adam.lr) or stronger "
+                    "regularisation (loss.alpha1, loss.alpha2), or model.dtype = \"float64\"")
+        err = NonFiniteTrainingError(f"{where}; {hint}")
+        err.located = True
+        raise err
 
     def _score(self, row: dict) -> float:
         return row["val_rel_err"] if self.validation is not None else row["train_rel_err"]
@@ -154,8 +170,15 @@ class MultilevelTrainer:
             if model.features.n_steps != n_steps:
                 model = model.prolong(n_steps)
             monitor.set_level(level, len(self.levels), n_steps)
-            self.optimizer.fit(model, Y, C, counter=monitor.counter, callback=monitor,
-                               init_linear=level == 0 and self.optimizer.needs_linear_init)
+            try:
+                self.optimizer.fit(model, Y, C, counter=monitor.counter, callback=monitor,
+                                   init_linear=level == 0 and self.optimizer.needs_linear_init)
+            except NonFiniteTrainingError as exc:
+                if getattr(exc, "located", False):
+                    raise
+                raise NonFiniteTrainingError(
+                    f"{monitor.method}: at level {level + 1}/{len(self.levels)} "
+                    f"(d={n_steps}): {exc}") from None
             self.stop_reasons_.append(self.optimizer.stop_reason_)
             if on_level_end is not None:
                 on_level_end(level, model)

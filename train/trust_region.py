@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
+from train.base import NonFiniteTrainingError
+
 
 class GNProblem(Protocol):
     """What the trust-region method needs from a (reduced or full) least-squares problem."""
@@ -86,6 +88,11 @@ def arnoldi(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, r_m
                 H[j, k] += hjk
                 w = w - hjk * Q[j]
         H[k + 1, k] = float(torch.linalg.vector_norm(w))
+        if not np.isfinite(H[: k + 2, k]).all():
+            raise NonFiniteTrainingError(
+                "the Gauss-Newton Hessian-vector products are not finite (the Jacobian of the "
+                "network overflows): check model.final_time, model.init_scale, model.dtype and "
+                "the scaling of the data")
         r = k + 1
         z = np.linalg.lstsq(H[: r + 1, :r], rhs[: r + 1], rcond=None)[0]
         residual = float(np.linalg.norm(H[: r + 1, :r] @ z - rhs[: r + 1]) / beta)
