@@ -16,9 +16,10 @@ MPI, dynamic balancing, atomic checkpoints, resume) into ``REPORT_DIR/fresh.h5``
 an existing dataset is evaluated instead. Only world rank 0 loads the surrogate and writes the
 report.
 
-Error definition (SPEC section 4, as in the training summary, :func:`train.history.relative_errors`):
-per sample ``||c_pred - c|| / ||c - c_shift||`` in physical units, ``c_shift`` the training mean
-when the model centres its targets (DCR, SPEC section 2), else 0.
+Error definition (SPEC section 4, as in the training summary,
+:func:`train.history.relative_errors`): per sample ``||c_pred - c|| / ||c - c_shift||`` in
+physical units, ``c_shift`` the training mean when the model centres its
+targets (DCR, SPEC section 2), else 0.
 
 This module imports solvers, datasets and mpi4py only inside functions, so that
 ``import surrogate`` stays free of dolfinx, PETSc and MPI.

@@ -90,10 +90,12 @@ def _assert_same_numbers(a: dict, b: dict) -> None:
 
 def _flatten(obj, prefix: str = "") -> dict:
     if isinstance(obj, dict):
-        return {k2: v2 for k, v in obj.items() for k2, v2 in _flatten(v, f"{prefix}/{k}").items()}
-    if isinstance(obj, list):
-        return {k2: v2 for i, v in enumerate(obj) for k2, v2 in _flatten(v, f"{prefix}[{i}]").items()}
-    return {prefix: obj}
+        items = [(f"{prefix}/{k}", v) for k, v in obj.items()]
+    elif isinstance(obj, list):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(obj)]
+    else:
+        return {prefix: obj}
+    return {k2: v2 for k, v in items for k2, v2 in _flatten(v, k).items()}
 
 
 def _cli(args: list, n_ranks: int = 1) -> list[str]:
