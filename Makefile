@@ -10,6 +10,8 @@ DEMO    ?= demo-output
 # (`make demo DEMO_SAMPLES=800` for the paper size, about 25 min on 2 cores).
 DEMO_SAMPLES ?= 200
 DEMO_RANKS   ?= 2
+# Fresh solves of the surrogate's evaluation (seed 1; the demo dataset has seed 0).
+DEMO_EVAL_SAMPLES ?= 40
 # Wall-clock cap for the 2-rank test run, so a rank stuck in a collective cannot hang CI.
 MPI_TEST_TIMEOUT ?= 900
 
@@ -73,10 +75,13 @@ demo: $(STAMP)
 	$(MPIEXEC) -n $(DEMO_RANKS) $(VENV)/bin/generate-dataset cdr --samples $(DEMO_SAMPLES) \
 	  --seed 0 --out $(DEMO)/cdr.h5
 	$(VENV)/bin/train-surrogate --data $(DEMO)/cdr.h5 --method gnvpro --out $(DEMO)/cdr-gnvpro
+	$(MPIEXEC) -n $(DEMO_RANKS) $(VENV)/bin/evaluate-surrogate $(DEMO)/cdr-gnvpro \
+	  --samples $(DEMO_EVAL_SAMPLES) --seed 1 --out $(DEMO)/cdr-evaluation
 	$(VENV)/bin/solve-pde cdr --seed 123456 --out $(DEMO)/cdr_observables.npy \
 	  --plot $(DEMO)/cdr_field.png
 	@echo "demo outputs in $(DEMO)/: cdr.h5 (dataset), cdr-gnvpro/ (surrogate, history.csv,"
-	@echo "  convergence.png, summary), cdr_field.png (a fresh CDR solve)"
+	@echo "  convergence.png, summary), cdr-evaluation/ (report.md, report.json, figures: the"
+	@echo "  surrogate against fresh solves), cdr_field.png (a fresh CDR solve)"
 
 # Speed and memory figures (not tests; several minutes).
 bench: $(STAMP)

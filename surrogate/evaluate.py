@@ -327,10 +327,19 @@ def evaluate(request: EvaluationRequest, comm: Any = None) -> dict | None:
             report = write_report(request, result)
         except EvaluationError as exc:
             error = exc
+    _idle_wait(world)
     error = world.bcast(error)
     if error is not None:
         raise error
     return report
+
+
+def _idle_wait(comm: Any, poll_seconds: float = 0.01) -> None:
+    """Barrier in which the ranks other than 0 sleep instead of spinning, so that they do not
+    take CPU time from rank 0's surrogate timings."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll_seconds)
 
 
 def _device(requested: str | None, meta: dict) -> torch.device:
