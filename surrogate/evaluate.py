@@ -518,7 +518,8 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict:
     coords = {k: np.asarray(ds[k].values) for k in ds.coords
               if k not in ("sample", "parameter", "observable")}
     figures = write_figures(request.out, problem=plan_.problem, c=c, pred=pred, err=err,
-                            split_errors=split_errs, coords=coords, sample_ids=idx)
+                            split_errors=split_errs, coords=coords, sample_ids=idx,
+                            shift=shift)
     report = {
         "model": str(request.model_dir),
         "problem": plan_.problem,

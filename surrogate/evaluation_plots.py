@@ -78,7 +78,8 @@ def receiver_grid(values: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndar
 
 
 def plot_dcr_images(c: np.ndarray, pred: np.ndarray, coords: dict[str, np.ndarray],
-                    sample_ids: np.ndarray, path: Path) -> None:
+                    sample_ids: np.ndarray, path: Path, shift: np.ndarray | None = None
+                    ) -> None:
     """GNvpro figure 4: D1 and D2 on the receiver grid (21 x 21 for the SPEC set-up) for a few
     samples: truth, prediction and difference.
 
@@ -87,8 +88,13 @@ def plot_dcr_images(c: np.ndarray, pred: np.ndarray, coords: dict[str, np.ndarra
     c, pred : numpy.ndarray, shape (k, m)
     coords : dict
         ``receiver_x1``, ``receiver_x2`` and ``direction`` (1: D1, 2: D2), each (m,).
+    shift : numpy.ndarray, shape (m,), optional
+        Target centre (the training mean, SPEC section 2); truth and prediction are shown
+        centred, ``c - shift``, which shows the body's response rather than the source's.
     """
     plt = _pyplot()
+    if shift is not None:
+        c, pred = c - shift, pred - shift
     k = len(sample_ids)
     fig, axes = plt.subplots(2 * k, 3, figsize=(10, 3.2 * 2 * k), squeeze=False)
     x1, x2, direction = (np.asarray(coords[n]) for n in ("receiver_x1", "receiver_x2",
@@ -108,7 +114,8 @@ def plot_dcr_images(c: np.ndarray, pred: np.ndarray, coords: dict[str, np.ndarra
                      float(np.nanmax(np.abs(model - truth))) or 1.0)):
                 im = ax.imshow(img, origin="lower", extent=extent, cmap=cmap, vmin=-vlim,
                                vmax=vlim)
-                ax.set_title(f"sample {sample_ids[s]}: D{d} {name}", fontsize=9)
+                centred = " - mean" if shift is not None and name != "difference" else ""
+                ax.set_title(f"sample {sample_ids[s]}: D{d} {name}{centred}", fontsize=9)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 fig.colorbar(im, ax=ax, shrink=0.8)
@@ -161,7 +168,8 @@ def plot_error_histogram(errors: dict[str, np.ndarray], path: Path, title: str =
 
 def write_figures(out: Path, *, problem: str, c: np.ndarray, pred: np.ndarray,
                   err: np.ndarray, split_errors: dict[str, np.ndarray],
-                  coords: dict[str, np.ndarray], sample_ids: np.ndarray) -> dict[str, str]:
+                  coords: dict[str, np.ndarray], sample_ids: np.ndarray,
+                  shift: np.ndarray | None = None) -> dict[str, str]:
     """All evaluation figures into ``out``.
 
     Parameters
@@ -176,6 +184,8 @@ def write_figures(out: Path, *, problem: str, c: np.ndarray, pred: np.ndarray,
         Observable coordinates of the fresh file, each (m,).
     sample_ids : numpy.ndarray, shape (n,)
         Indices of the samples in the fresh file.
+    shift : numpy.ndarray, shape (m,), optional
+        Target centre of the model (DCR), used by the receiver images.
 
     Returns
     -------
@@ -189,7 +199,8 @@ def write_figures(out: Path, *, problem: str, c: np.ndarray, pred: np.ndarray,
     figures["observables"] = "observables.png"
     if {"receiver_x1", "receiver_x2", "direction"} <= set(coords):
         k = min(N_DCR_SAMPLES, len(c))
-        plot_dcr_images(c[:k], pred[:k], coords, sample_ids[:k], out / "dcr_receivers.png")
+        plot_dcr_images(c[:k], pred[:k], coords, sample_ids[:k], out / "dcr_receivers.png",
+                        shift=shift)
         figures["dcr_receivers"] = "dcr_receivers.png"
     plot_parity(c, pred, out / "parity.png", title=f"{problem}: parity, {len(c)} fresh samples")
     figures["parity"] = "parity.png"
