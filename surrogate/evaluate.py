@@ -510,6 +510,7 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict:
     cost = {"pde_seconds_per_solve": pde, "surrogate_seconds_single": single,
             "surrogate_seconds_per_sample_batched": batched,
             "speedup_single": pde / single, "speedup_batched": pde / batched,
+            "pde_seconds_per_solve_training_data": _training_solve_time(meta),
             "device": str(device), "batch_size": int(len(y)),
             "ranks_per_solve": int(ds.attrs.get("ranks_per_sample", 1))
             if "ranks_per_sample" in ds.attrs else None}
@@ -545,6 +546,20 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict:
     atomic_write_text(request.out / REPORT_JSON, json.dumps(_finite(report), indent=2) + "\n")
     atomic_write_text(request.out / REPORT_MD, markdown(report))
     return report
+
+
+def _training_solve_time(meta: dict) -> float | None:
+    """Median seconds per solve recorded in the training file (a reference for the fresh
+    solves' timing, which depends on the machine's load), or None."""
+    path = training_file(meta)
+    if path is None:
+        return None
+    from datasets import open_dataset
+
+    ds = open_dataset(path)
+    if "solve_time" not in ds or ds.sizes["sample"] == 0:
+        return None
+    return float(np.median(ds["solve_time"].values))
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -591,6 +606,9 @@ def summary_table(report: dict) -> str:
     def speed(v: float | None) -> str:
         return "-" if v is None or not np.isfinite(v) else f"{v:.3g}x"
 
+    ref = cost.get("pde_seconds_per_solve_training_data")
+    if ref is not None and np.isfinite(ref):
+        pde_txt += f", training data {ref:.4g} s"
     lines.append(f"cost: PDE solve {pde_txt} (median); surrogate {cost['device']}: "
                  f"{cost['surrogate_seconds_single']:.3g} s single "
                  f"(speed-up {speed(cost['speedup_single'])}), "
@@ -620,6 +638,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Cost", "",
               "| | seconds | speed-up |", "|---|---|---|",
               f"| PDE solve (median) | {_g(cost['pde_seconds_per_solve'])} | 1 |",
+              f"| PDE solve (median over the training data) | "
+              f"{_g(cost.get('pde_seconds_per_solve_training_data'))} | |",
               f"| surrogate, single sample ({cost['device']}) | "
               f"{_g(cost['surrogate_seconds_single'])} | {_g(cost['speedup_single'])} |",
               f"| surrogate, per sample in a batch of {cost['batch_size']} | "
