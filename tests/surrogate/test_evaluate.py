@@ -309,3 +309,33 @@ def test_import_surrogate_stays_free_of_mpi_and_dolfinx() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_bad_options_are_clear_errors(setup, capsys) -> None:
+    from surrogate.evaluate_cli import main
+
+    model, out = str(setup["model"]), str(setup["tmp"] / "bad")
+    cases = [([model, "--out", out, "--set", "n_cells=12", "--seed", "5"], "--set needs --problem"),
+             ([model, "--out", out, "--seed", "5", "--problem", "cdr"],
+              "--problem/--set are for models without solver provenance"),
+             ([model, "--out", out, "--data", str(setup["data"]), "--seed", "5"],
+              "--data evaluates an existing file"),
+             ([model, "--out", out], "--seed is required"),
+             ([model, "--out", out, "--seed", "5", "--samples", "0"], "--samples must be >= 1"),
+             ([str(setup["tmp"]), "--out", out, "--seed", "5"], "not a surrogate model directory")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("evaluate-surrogate: error: ") and message in err, (argv, err)
+    assert not Path(out).exists()
+
+
+def test_training_box_from_metadata_inputs() -> None:
+    """The box of contracts item 1 (metadata "inputs") is preferred to the training data's."""
+    from surrogate.evaluate import _box
+
+    meta = {"training": {"inputs": {"names": ["a", "b"], "lower": [0.0, 1.0],
+                                    "upper": [2.0, 3.0], "box": "training split min/max"}}}
+    box = _box(meta, None)
+    assert box["lower"].tolist() == [0.0, 1.0] and box["upper"].tolist() == [2.0, 3.0]
+    assert _box({"training": {}}, None) is None
