@@ -7,7 +7,6 @@ outputs must exist, and a rerun must reuse the finished stages.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "examples" / "demo_pipeline.py"
 SAMPLES, EVAL_SAMPLES, RANKS = 12, 4, 2
 TRAIN_TOML = "[model]\nlevels = [2, 4]\n[gnvpro]\nwork_units_per_level = 5\n"
-HAS_EVALUATE = importlib.util.find_spec("surrogate.evaluate_cli") is not None
 NUM = r"([-+0-9.eE]+|-)"
 
 
@@ -142,8 +140,6 @@ def test_bad_options(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.skipif(not HAS_EVALUATE, reason="evaluate-surrogate (surrogate.evaluate_cli, "
-                    "branch evaluate) is not in this tree yet")
 def test_full_pipeline_with_evaluation(trained):
     """All three stages; the fresh-solve and cost rows equal report.json (contract 2)."""
     out, *_ = trained
