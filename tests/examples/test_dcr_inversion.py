@@ -26,7 +26,7 @@ def test_example_runs_end_to_end_on_the_tiny_configuration(tmp_path, capsys):
     assert example.main(["--tiny", "--out", str(out), "--steps", "30", "--burn", "10",
                          "--da-steps", "40"]) == 0
     printed = capsys.readouterr().out
-    assert "fewer PDE solves per effective sample" in printed
+    assert "plain / corrected DA" in printed and "offset from 3 PDE solves" in printed
     r = json.loads((out / "results.json").read_text())
     assert (out / r["figure"]).stat().st_size > 20_000               # a real corner plot
     e, da = r["emcee"], r["delayed_acceptance"]
@@ -64,7 +64,7 @@ def test_metropolis_and_delayed_acceptance_sample_a_known_gaussian():
             self.A = np.asarray(A, dtype=float)
 
         def __call__(self, y):
-            return np.atleast_2d(y) @ self.A.T
+            return np.asarray(y) @ self.A.T
 
     A = np.array([[1.0, 0.2], [0.3, 1.0], [0.5, -0.4]])
     fine = GaussianPosterior(Linear(A), [0.1, 0.2, 0.0], 0.1, [-5, -5], [5, 5])
