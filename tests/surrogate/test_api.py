@@ -90,12 +90,17 @@ def test_float32_and_encoding_fall_back_to_torch(tmp_path):
     assert not m.uses_numpy_path
     y = inside(3)
     np.testing.assert_allclose(m(y), model.predict(y), rtol=1e-6)
+    J = m.jacobian(y)                                  # torch forward mode, float32 network
+    h = 1e-3
+    fd = np.stack([(m(y + h * e) - m(y - h * e)) / (2 * h) for e in np.eye(3)], axis=2)
+    np.testing.assert_allclose(J, fd, rtol=2e-2, atol=2e-2 * np.abs(fd).max())
+    np.testing.assert_allclose(m.vjp(y, np.ones(7)), J.sum(axis=1), rtol=1e-4, atol=1e-4)
     enc = make_model("resnet")
     enc.encoding = torch.nn.Identity()               # contract 3: any encoding -> torch path
     assert build_numpy_forward(enc) is None
 
 
-@pytest.mark.parametrize("n", [2, 30])
+@pytest.mark.parametrize("n", [2, 30, 1100])
 def test_jacobian_jvp_vjp_against_finite_differences_and_adjoint(saved, n):
     _, d = saved
     m = surrogate.load(d)
