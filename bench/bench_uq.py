@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  single call           {r['call_single_s'] * us:8.1f} us   "
               f"(torch predict {r['torch_predict_single_s'] * us:8.1f} us)")
         print(f"  single Jacobian       {r['jacobian_single_s'] * us:8.1f} us   "
-              f"(value+Jacobian {r['value_and_jacobian_single_s'] * us:.1f} us; torch "
-              f"jacfwd {r['torch_jacobian_single_s'] * us:.1f} us; vjp "
+              f"(value+Jacobian {r['value_and_jacobian_single_s'] * us:.1f} us; torch fallback "
+              f"(jvp per direction) {r['torch_jacobian_single_s'] * us:.1f} us; vjp "
               f"{r['vjp_single_s'] * us:.1f} us)")
         print(f"  Jacobian, batch 100   {r['jacobian_per_sample_s_n100'] * us:8.1f} us per "
               "sample")
