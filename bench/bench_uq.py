@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(torch predict {r['torch_predict_single_s'] * us:8.1f} us)")
         print(f"  single Jacobian       {r['jacobian_single_s'] * us:8.1f} us   "
               f"(value+Jacobian {r['value_and_jacobian_single_s'] * us:.1f} us; torch fallback "
-              f"(jvp per direction) {r['torch_jacobian_single_s'] * us:.1f} us; vjp "
+              f"(one batched jvp) {r['torch_jacobian_single_s'] * us:.1f} us; vjp "
               f"{r['vjp_single_s'] * us:.1f} us)")
         print(f"  Jacobian, batch 100   {r['jacobian_per_sample_s_n100'] * us:8.1f} us per "
               "sample")

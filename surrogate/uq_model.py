@@ -14,7 +14,7 @@ Small batches (``n <= fast_max_batch``, default 16: MCMC calls one sample at a t
 NumPy mirror of the network (:mod:`surrogate.numpy_forward`, tested against
 ``SeparableModel.predict`` and autograd to round-off); larger batches, and networks the mirror
 does not cover (float32, other extractors, an input encoding), run on torch. Jacobians use the
-mirror's forward mode for every batch size (faster than torch's), else torch ``jvp``.
+mirror's forward mode for every batch size (faster than torch's), else one torch ``jvp``.
 
 Inputs are checked: a non-numeric, complex or boolean dtype, a wrong shape, NaN or inf raise
 ValueError naming the problem; inputs outside the training parameter box (metadata
@@ -205,14 +205,14 @@ class SurrogateModel:
         return torch.as_tensor(y, dtype=torch.float64, device=self._device)
 
     def _torch_jacobian(self, y: np.ndarray) -> np.ndarray:
-        """Forward mode on torch: one batched jvp per input direction, shape (n, m, d)."""
-        Y = self._tensor(y)
-        cols = []
-        for k in range(self.n_in):
-            E = torch.zeros_like(Y)
-            E[:, k] = 1.0
-            cols.append(torch.func.jvp(self._phys, (Y,), (E,))[1])
-        return torch.stack(cols, dim=2).detach().cpu().numpy().astype(np.float64)
+        """Forward mode on torch, all d input directions in one batched jvp (each sample
+        repeated d times with the unit tangents), shape (n, m, d)."""
+        n, d = y.shape
+        Y = self._tensor(np.repeat(y, d, axis=0))                       # (n d, d)
+        E = self._tensor(np.tile(np.eye(d), (n, 1)))
+        jv = torch.func.jvp(self._phys, (Y,), (E,))[1]                  # (n d, m)
+        J = jv.reshape(n, d, -1).transpose(1, 2)
+        return J.detach().cpu().numpy().astype(np.float64)
 
     def _value_and_jacobian(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """NumPy forward mode for any batch size (chunks of 1024 samples), else torch."""
