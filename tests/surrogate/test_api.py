@@ -226,3 +226,13 @@ def test_import_and_load_never_import_dolfinx_petsc_mpi(dcr):
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cuda_device_gives_the_cpu_values(saved):
+    _, d = saved
+    cpu, gpu = surrogate.load(d), surrogate.load(d, device="cuda")
+    y = inside(40)                                     # torch path on the GPU
+    np.testing.assert_allclose(gpu(y), cpu(y), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gpu.vjp(y, np.ones(7)), cpu.vjp(y, np.ones(7)), rtol=1e-11)
+    assert gpu._torch_jacobian(y[:2]).shape == (2, 7, 3)
