@@ -178,7 +178,7 @@ def load_weights(path: str | os.PathLike, config: dict, device: str | torch.devi
 
 
 def save_surrogate(model: SeparableModel, directory: str | os.PathLike,
-                   metadata: dict | None = None) -> Path:
+                   metadata: dict | None = None, extra: dict | None = None) -> Path:
     """Write ``weights.npz`` and ``metadata.json`` into ``directory``.
 
     Parameters
@@ -189,6 +189,9 @@ def save_surrogate(model: SeparableModel, directory: str | os.PathLike,
     metadata : dict, optional
         Extra JSON-serialisable information (training provenance, method, ...); stored under
         the key ``"training"``.
+    extra : dict, optional
+        JSON-serialisable top-level entries, e.g. ``"inputs"`` and ``"outputs"`` (the training
+        parameter box, names and observable coordinates; see ``surrogate.uq_model``).
 
     Returns
     -------
@@ -211,6 +214,8 @@ def save_surrogate(model: SeparableModel, directory: str | os.PathLike,
         "training": metadata or {},
         "torch_version": torch.__version__,
     }
+    for key, value in (extra or {}).items():
+        meta.setdefault(key, value)
     atomic_write_text(directory / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
     return directory / METADATA_FILE
 

@@ -147,6 +147,15 @@ def split_errors(model: SeparableModel, data: SplitData) -> dict:
     return out
 
 
+def io_metadata(data: SplitData) -> dict:
+    """Contract 1: ``"inputs"`` (parameter names, training-split min/max box) and
+    ``"outputs"`` (observable coordinates) for metadata.json, read from the data file."""
+    from datasets import open_dataset
+    from surrogate.uq_model import io_metadata_from_dataset
+
+    return io_metadata_from_dataset(open_dataset(data.provenance["path"]), data.y["train"])
+
+
 def _fmt_err(e: dict | None) -> str:
     return "-" if e is None else f"{e['mean']:.4f} ± {e['std']:.4f}"
 
@@ -237,7 +246,7 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
     meta["run_id"] = summary["run_id"] = run_id
     check_finite_predictions(selected, data)
     with staged(out) as stage:          # all or nothing: a full disk leaves OUT as it was
-        save_surrogate(selected, stage, meta)
+        save_surrogate(selected, stage, meta, extra=io_metadata(data))
         monitor.history.to_csv(stage / "history.csv")
         plot_convergence({LABELS[method]: monitor.history}, stage / "convergence.png",
                          title=f"{LABELS[method]} on {data.problem}")
