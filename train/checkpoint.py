@@ -3,6 +3,8 @@
 ``<out>/checkpoint/`` holds ``model.npz`` (the model at the end of the last finished level),
 ``best.npz`` (the model selected on validation so far) and ``state.json`` (level count,
 history, work units, wall time, the run's fingerprint and the SHA-256 of both weight files).
+Methods that checkpoint within a level (slimTrain, after every epoch) add their own state:
+arrays in ``optimizer.npz`` and JSON values under ``"optimizer"`` in ``state.json``.
 Each file is written atomically and ``state.json`` last, so an interrupted write leaves the
 previous checkpoint usable.
 """
@@ -50,6 +52,7 @@ class Checkpoint:
     history: list[dict]
     work_units: float
     wall_time: float
+    optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None
 
 
 def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> None:
@@ -63,6 +66,10 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
         data = state_to_npz_bytes(model.state_dict())
         atomic_write_bytes(d / name, data)
         digests[name] = hashlib.sha256(data).hexdigest()
+    if ckpt.optimizer_state is not None:
+        data = state_to_npz_bytes(ckpt.optimizer_state[0])
+        atomic_write_bytes(d / "optimizer.npz", data)
+        digests["optimizer.npz"] = hashlib.sha256(data).hexdigest()
     state = {
         "version": CHECKPOINT_VERSION,
         "fingerprint": run_fingerprint,
@@ -74,6 +81,7 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
         "work_units": ckpt.work_units,
         "wall_time": ckpt.wall_time,
         "sha256": digests,
+        "optimizer": None if ckpt.optimizer_state is None else ckpt.optimizer_state[1],
     }
     atomic_write_text(d / "state.json", json.dumps(state) + "\n")
 
@@ -113,6 +121,13 @@ def load_checkpoint(out: str | Path, run_fingerprint: str,
         m.load_state_dict(load_npz_state(f))
         return m
 
+    optimizer_state = None
+    if state.get("optimizer") is not None:
+        f = d / "optimizer.npz"
+        if not f.is_file() or sha256_file(f) != state["sha256"].get("optimizer.npz"):
+            raise CheckpointError(f"{f}: missing or does not match state.json")
+        optimizer_state = (load_npz_state(f), state["optimizer"])
+
     return Checkpoint(
         completed_levels=int(state["completed_levels"]),
         model=model("model.npz", state["model"]),
@@ -122,6 +137,7 @@ def load_checkpoint(out: str | Path, run_fingerprint: str,
         history=state["history"],
         work_units=float(state["work_units"]),
         wall_time=float(state["wall_time"]),
+        optimizer_state=optimizer_state,
     )
 
 
