@@ -287,11 +287,10 @@ class SlimTik:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Resumable state: (arrays, JSON-serialisable values)."""
-        arrays = {"W": self.W.cpu()}
+        arrays = {"W": self.W.cpu(), "lambdas": torch.tensor(self.lambdas, dtype=torch.float64)}
         for i, z in enumerate(self.mem):
             arrays[f"mem{i}"] = z.cpu()
-        return arrays, {"lambda_sum": self.lambda_sum, "lambdas": list(self.lambdas),
-                        "n_mem": len(self.mem)}
+        return arrays, {"lambda_sum": self.lambda_sum, "n_mem": len(self.mem)}
 
     def load_state(self, arrays: dict[str, torch.Tensor], values: dict) -> None:
         """Inverse of :meth:`state`."""
@@ -301,4 +300,4 @@ class SlimTik:
         for i in range(int(values["n_mem"])):
             self.mem.append(arrays[f"mem{i}"].to(dtype=torch.float64, device=device))
         self.lambda_sum = float(values["lambda_sum"])
-        self.lambdas = [float(v) for v in values["lambdas"]]
+        self.lambdas = arrays["lambdas"].to(torch.float64).tolist()

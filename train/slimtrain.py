@@ -135,8 +135,9 @@ class SlimTrain(Optimizer):
             keys[str(i)] = sorted(st)
             for k, v in st.items():
                 arrays[f"adam.{i}.{k}"] = torch.as_tensor(v).detach().cpu()
+        arrays["lambda_epochs"] = torch.tensor(self.lambda_epochs_, dtype=torch.int64)
         values = {"tik": values, "adam_keys": keys, "epoch": self.epochs_done_,
-                  "lambda_epochs": list(self.lambda_epochs_), "start_units": self._start_units}
+                  "start_units": self._start_units}
         return arrays, values
 
     # ---- training --------------------------------------------------------------------------
@@ -218,7 +219,7 @@ class SlimTrain(Optimizer):
         sd = self._adam.state_dict()
         self._adam.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
         self.epochs_done_ = int(values["epoch"])
-        self.lambda_epochs_ = [int(e) for e in values["lambda_epochs"]]
+        self.lambda_epochs_ = arrays["lambda_epochs"].tolist()
         self._start_units = float(values["start_units"])
 
     def lambda_history(self) -> list[dict]:
