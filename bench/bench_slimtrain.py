@@ -163,9 +163,9 @@ def figure6(results, batch, lrs, memories, path: Path) -> None:
                      and x["lr"] == lr and x["memory"] == r)
             img = lambda_image(x["lambda_history"])
             ax = axes[i, j]
-            im = ax.imshow(img, aspect="auto", cmap="viridis",
+            im = ax.imshow(img, aspect="auto", cmap="viridis", interpolation="nearest",
                            extent=(0.5, img.shape[1] + 0.5, img.shape[0] + 0.5, 0.5))
-            fig.colorbar(im, ax=ax, label="log10 Lambda")
+            fig.colorbar(im, ax=ax, label="log10 |Lambda|")
             ax.set_title(f"r = {r}, lr = {lr:g}")
             ax.set_xlabel("epoch")
             ax.set_ylabel("batch")

@@ -113,6 +113,7 @@ def make_slimtrain(cfg: dict, seed: int) -> tuple[SlimTrain, list[int]]:
                     epochs=st["epochs"], lr=st["lr"], batch_size=st["batch_size"],
                     memory=st["memory"], lambda_min=st["lambda_min"],
                     lambda_max=st["lambda_max"], grid_points=st["grid_points"],
+                    allow_negative=st["allow_negative"],
                     lambda_fixed=st["lambda_fixed"] if st["regularization"] == "fixed" else None,
                     seed=seed)
     return opt, [st["depth"]]

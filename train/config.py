@@ -62,8 +62,9 @@ inputs)::
     memory = 0                       # memory depth r
     regularization = "sgcv"          # or "fixed": Lambda_k = lambda_fixed at every step
     lambda_fixed = 1e-2
-    lambda_min = 1e-8                # bounds of the sGCV search over log10 Lambda
+    lambda_min = 1e-8                # bounds of the sGCV search over log10 |Lambda|
     lambda_max = 1e4
+    allow_negative = true            # also Lambda in [-s/2, -lambda_min], s = sum so far
     grid_points = 25
 """
 
@@ -92,7 +93,7 @@ DEFAULTS: dict[str, dict] = {
     "slimtrain": {"architecture": "resnet", "width": 16, "depth": 8, "epochs": AUTO,
                   "batch_size": 10, "lr": 1e-2, "memory": 0, "regularization": "sgcv",
                   "lambda_fixed": 1e-2, "lambda_min": 1e-8, "lambda_max": 1e4,
-                  "grid_points": 25},
+                  "allow_negative": True, "grid_points": 25},
 }
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -100,6 +101,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "seed": int, "standardize_inputs": bool, "center_targets": bool, "r_max": int,
     "max_iter": int, "memory": int, "batch_size": int,
     "depth": int, "epochs": int, "grid_points": int, "regularization": str,
+    "allow_negative": bool,
 }
 _CHOICES = {"architecture": ("neural_ode", "resnet"), "dtype": ("float32", "float64"),
             "regularization": ("sgcv", "fixed")}

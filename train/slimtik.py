@@ -26,11 +26,13 @@ function (eq. 3.4), whose row count is ``n = b * m``:
 
 because ``tr(A_k T_k A_k^T) = m tr(Z_a (H + L I)^{-1} Z_a^T)`` for ``A_k = Z_a (x) I_m``.
 
-The sGCV minimiser is searched over log10 Lambda in ``[lambda_min, lambda_max]`` on nested
-log-spaced grids (:func:`select_lambda`: a coarse grid over the bounds, refined twice around
-the best point; each grid is one vectorised evaluation). Because
-``Lambda >= lambda_min > 0`` the running sum of the Lambdas is positive from the first step
-on, so every system is well posed even when ``(r + 1) b < p``.
+The sGCV minimiser is searched over log10 |Lambda| on nested log-spaced grids
+(:func:`select_lambda`: a coarse grid over the bounds, refined twice around the best point;
+each grid is one vectorised evaluation): positive Lambda in ``[lambda_min, lambda_max]`` and,
+unless switched off, negative Lambda down to ``-s / 2``, so that the accumulated
+regularisation can also decrease while the running sum stays positive (the first Lambda is
+positive, and no step more than halves the sum). Every system is therefore well posed even
+when ``(r + 1) b < p``.
 """
 
 from __future__ import annotations
@@ -171,25 +173,46 @@ def factor_step(Z_mem: torch.Tensor | None, Z_a: torch.Tensor, C: torch.Tensor,
     return SlimTikStep(sigma, V, U_b, R0, P, Q, W_prev, float(lambda_sum))
 
 
-def select_lambda(step: SlimTikStep, lambda_min: float = 1e-8, lambda_max: float = 1e4,
-                  grid_points: int = 25, refinements: int = 2) -> float:
-    """Lambda_k = argmin sGCV (eq. 3.4) over log10 Lambda in [lambda_min, lambda_max].
+def _grid_search(f, lo: float, hi: float, points: int, refinements: int
+                 ) -> tuple[float, float]:
+    """Minimise f(x) (vectorised) on nested grids in [lo, hi]; returns (x, f(x))."""
+    best_x, best_v = lo, math.inf
+    for _ in range(refinements + 1):
+        x = np.linspace(lo, hi, points)
+        values = f(x)
+        values = np.where(np.isfinite(values), values, np.inf)
+        i = int(np.argmin(values))
+        if values[i] < best_v:
+            best_x, best_v = float(x[i]), float(values[i])
+        lo, hi = float(x[max(i - 1, 0)]), float(x[min(i + 1, points - 1)])
+    return best_x, best_v
 
-    Nested log-spaced grids, each evaluated in one vectorised call: ``grid_points`` values
-    over the bounds, then ``refinements`` times ``grid_points`` values between the two grid
-    neighbours of the best value so far (spacing shrinks by (grid_points - 1) / 2 each time:
-    with the defaults 0.5, 0.042 and 0.0035 decades). Non-finite values count as +inf; ties
-    go to the smaller Lambda.
+
+def select_lambda(step: SlimTikStep, lambda_min: float = 1e-8, lambda_max: float = 1e4,
+                  grid_points: int = 25, refinements: int = 2,
+                  allow_negative: bool = True) -> float:
+    """Lambda_k = argmin sGCV (eq. 3.4), searched over log10 |Lambda|.
+
+    Candidates: ``Lambda in [lambda_min, lambda_max]`` and, with ``allow_negative``, also
+    ``Lambda in [-s / 2, -lambda_min]`` (s = sum of the previous Lambdas; slimTik only needs
+    ``s + Lambda > 0``, eq. 3.2): a step may lower the accumulated regularisation but at most
+    halve it, so the running sum stays positive. Each branch is searched on nested log-spaced
+    grids, each one vectorised evaluation: ``grid_points`` values over the branch, then
+    ``refinements`` times ``grid_points`` values between the two neighbours of the best value
+    (for the positive branch with the defaults, spacings of 0.5, 0.042 and 0.0035 decades).
+    Non-finite values count as +inf; ties go to the smaller |Lambda|, positive first.
 
     Parameters
     ----------
     step : SlimTikStep
     lambda_min, lambda_max : float
-        Bounds, 0 < lambda_min <= lambda_max.
+        Bounds of |Lambda|, 0 < lambda_min <= lambda_max.
     grid_points : int
         At least 3.
     refinements : int
-        Number of refined grids (>= 0).
+        Number of refined grids per branch (>= 0).
+    allow_negative : bool
+        Also search negative Lambda (see above).
 
     Returns
     -------
@@ -198,23 +221,25 @@ def select_lambda(step: SlimTikStep, lambda_min: float = 1e-8, lambda_max: float
     if not 0 < lambda_min <= lambda_max:
         raise ValueError(f"Lambda bounds [{lambda_min!r}, {lambda_max!r}]: need "
                          "0 < lambda_min <= lambda_max")
-    if lambda_min == lambda_max:
-        return float(lambda_min)
     args = (step.lambda_sum, step.sigma.cpu().numpy(), step.U_b.cpu().numpy(),
             step.R0.cpu().numpy(), step.P.cpu().numpy(), step.Q.cpu().numpy())
-    g = max(int(grid_points), 3)
+    g, n_ref = max(int(grid_points), 3), max(int(refinements), 0)
+
+    def branch(sign: float):
+        def f(x):
+            with np.errstate(all="ignore"):
+                return _sgcv(sign * 10.0**x, *args)
+        return f
+
     lo, hi = math.log10(lambda_min), math.log10(lambda_max)
-    best_x, best_v = lo, math.inf
-    for _ in range(int(refinements) + 1):
-        x = np.linspace(lo, hi, g)
-        with np.errstate(all="ignore"):
-            values = _sgcv(10.0**x, *args)
-        values = np.where(np.isfinite(values), values, np.inf)
-        i = int(np.argmin(values))
-        if values[i] < best_v:
-            best_x, best_v = float(x[i]), float(values[i])
-        lo, hi = float(x[max(i - 1, 0)]), float(x[min(i + 1, g - 1)])
-    return float(10.0**best_x)
+    x, v = _grid_search(branch(1.0), lo, hi, g, n_ref)
+    best = 10.0**x
+    half = 0.5 * step.lambda_sum
+    if allow_negative and half > lambda_min:
+        xn, vn = _grid_search(branch(-1.0), lo, min(math.log10(half), hi), g, n_ref)
+        if vn < v:
+            best = -(10.0**xn)
+    return float(best)
 
 
 class SlimTik:
@@ -232,6 +257,8 @@ class SlimTik:
         Use this Lambda at every step instead of sGCV.
     grid_points : int
         Grid of the sGCV search.
+    allow_negative : bool
+        Let sGCV choose negative Lambdas (never below minus half the running sum).
 
     Attributes
     ----------
@@ -244,7 +271,7 @@ class SlimTik:
 
     def __init__(self, W0: torch.Tensor, *, memory: int = 0, lambda_min: float = 1e-8,
                  lambda_max: float = 1e4, lambda_fixed: float | None = None,
-                 grid_points: int = 25) -> None:
+                 grid_points: int = 25, allow_negative: bool = True) -> None:
         if memory < 0:
             raise ValueError(f"memory depth r = {memory!r} must be >= 0")
         if lambda_fixed is not None and not lambda_fixed > 0:
@@ -254,6 +281,7 @@ class SlimTik:
         self.lambda_min, self.lambda_max = float(lambda_min), float(lambda_max)
         self.lambda_fixed = lambda_fixed
         self.grid_points = int(grid_points)
+        self.allow_negative = bool(allow_negative)
         self.lambda_sum = 0.0
         self.lambdas: list[float] = []
         self.mem: deque[torch.Tensor] = deque(maxlen=self.memory if self.memory else 0)
@@ -277,7 +305,8 @@ class SlimTik:
         if self.lambda_fixed is not None:
             Lambda = float(self.lambda_fixed)
         else:
-            Lambda = select_lambda(step, self.lambda_min, self.lambda_max, self.grid_points)
+            Lambda = select_lambda(step, self.lambda_min, self.lambda_max, self.grid_points,
+                                   allow_negative=self.allow_negative)
         self.W = step.weights(Lambda)
         self.lambda_sum += Lambda
         self.lambdas.append(Lambda)

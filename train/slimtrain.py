@@ -61,7 +61,9 @@ class SlimTrain(Optimizer):
     memory : int
         Memory depth r (number of earlier batches whose features enter the slimTik step).
     lambda_min, lambda_max : float
-        Bounds of the sGCV search over log10 Lambda (:func:`train.slimtik.select_lambda`).
+        Bounds of the sGCV search over log10 |Lambda| (:func:`train.slimtik.select_lambda`).
+    allow_negative : bool
+        Let sGCV also choose negative Lambdas (the running sum stays positive).
     lambda_fixed : float, optional
         Fixed Lambda at every iteration instead of sGCV.
     grid_points : int
@@ -91,8 +93,9 @@ class SlimTrain(Optimizer):
                  max_work_units: float = math.inf, epochs: int = 300, lr: float = 1e-2,
                  batch_size: int = 10, memory: int = 0, lambda_min: float = 1e-8,
                  lambda_max: float = 1e4, lambda_fixed: float | None = None,
-                 grid_points: int = 25, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, seed: int = 0) -> None:
+                 grid_points: int = 25, allow_negative: bool = True,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 seed: int = 0) -> None:
         super().__init__(alpha1=alpha1, alpha2=alpha2, max_work_units=max_work_units)
         self.epochs = epochs
         self.lr = lr
@@ -102,6 +105,7 @@ class SlimTrain(Optimizer):
         self.lambda_max = lambda_max
         self.lambda_fixed = lambda_fixed
         self.grid_points = grid_points
+        self.allow_negative = allow_negative
         self.betas = betas
         self.eps = eps
         self.seed = seed
@@ -152,7 +156,8 @@ class SlimTrain(Optimizer):
         self._gen = torch.Generator().manual_seed(self.seed)
         self._tik = SlimTik(model.W.detach(), memory=self.memory, lambda_min=self.lambda_min,
                             lambda_max=self.lambda_max, lambda_fixed=self.lambda_fixed,
-                            grid_points=self.grid_points)
+                            grid_points=self.grid_points,
+                            allow_negative=self.allow_negative)
         self.epochs_done_, self.lambda_epochs_, self._start_units = 0, [], start
         if self._restored is not None:
             self._load(*self._restored)
@@ -253,20 +258,21 @@ def read_lambda_history(path: str | os.PathLike) -> list[dict]:
 
 
 def lambda_image(rows: list[dict]) -> np.ndarray:
-    """log10 Lambda as an image, batches (rows) x epochs (columns); NaN where missing."""
+    """log10 |Lambda| as an image, batches (rows) x epochs (columns); NaN where missing."""
     n_ep = max((r["epoch"] for r in rows), default=0)
     n_b = max((r["batch"] for r in rows), default=0)
     img = np.full((n_b, n_ep), np.nan)
     for r in rows:
-        img[r["batch"] - 1, r["epoch"] - 1] = math.log10(r["Lambda"])
+        img[r["batch"] - 1, r["epoch"] - 1] = math.log10(abs(r["Lambda"]))
     return img
 
 
 def plot_lambda_history(panels: dict[str, list[dict]], path: str | os.PathLike,
                         title: str = "") -> None:
     """Regularisation parameters as in slimTrain figures 4 and 6: for each panel an image of
-    log10 Lambda_k (vertical: batch within the epoch, horizontal: epoch) and below it the
-    Lambdas and their running sum against the iteration.
+    log10 |Lambda_k| (vertical: batch within the epoch, horizontal: epoch) and below it the
+    positive and negative Lambdas (absolute values) and their running sum against the
+    iteration.
 
     Parameters
     ----------
@@ -287,14 +293,18 @@ def plot_lambda_history(panels: dict[str, list[dict]], path: str | os.PathLike,
         ax = axes[0, j]
         if img.size:
             im = ax.imshow(img, aspect="auto", origin="upper", cmap="viridis",
+                           interpolation="nearest",
                            extent=(0.5, img.shape[1] + 0.5, img.shape[0] + 0.5, 0.5))
-            fig.colorbar(im, ax=ax, label="log10 Lambda")
+            fig.colorbar(im, ax=ax, label="log10 |Lambda|")
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("batch in epoch")
         ax = axes[1, j]
         steps = [r["step"] for r in rows]
-        ax.semilogy(steps, [r["Lambda"] for r in rows], ".", ms=2, label="Lambda_k")
+        for sign, label in ((1, "Lambda_k > 0"), (-1, "-Lambda_k (< 0)")):
+            pts = [(r["step"], sign * r["Lambda"]) for r in rows if sign * r["Lambda"] > 0]
+            if pts:
+                ax.semilogy(*zip(*pts, strict=True), ".", ms=2, label=label)
         ax.semilogy(steps, [r["Lambda_sum"] for r in rows], "-", label="sum of Lambdas")
         ax.set_xlabel("iteration")
         ax.grid(True, which="both", alpha=0.3)

@@ -58,7 +58,7 @@ def test_kronecker_update_equals_the_explicit_vectorised_one(b, p, m, r):
     Z_mem, Z_a, C, W = random_case(b, p, m, r, seed=b + p)
     s = 0.37
     step = factor_step(Z_mem, Z_a, C, W, s)
-    for Lam in (1e-6, 0.05, 2.0, 300.0):
+    for Lam in (-0.15, 1e-6, 0.05, 2.0, 300.0):             # s + Lambda > 0
         *_, wk = explicit_system(Z_mem, Z_a, C, W, s, Lam)
         W_explicit = wk.reshape(p, m).T
         torch.testing.assert_close(step.weights(Lam), W_explicit, rtol=1e-10, atol=1e-10)
@@ -74,7 +74,7 @@ def test_sgcv_equals_brute_force_gcv_of_the_vectorised_system(b, p, m, r):
     Z_mem, Z_a, C, W = random_case(b, p, m, r, seed=10 + b)
     s = 0.2
     step = factor_step(Z_mem, Z_a, C, W, s)
-    lams = np.array([1e-5, 1e-2, 0.3, 4.0, 70.0])
+    lams = np.array([-0.09, 1e-5, 1e-2, 0.3, 4.0, 70.0])
     brute = []
     for Lam in lams:
         A, _, T, bk, _, wk = explicit_system(Z_mem, Z_a, C, W, s, float(Lam))
@@ -83,11 +83,14 @@ def test_sgcv_equals_brute_force_gcv_of_the_vectorised_system(b, p, m, r):
         brute.append(n * res / (n - float(torch.trace(A @ T @ A.T))) ** 2)   # eq. 3.4
     assert step.n_rows == b * m == A.shape[0]
     np.testing.assert_allclose(step.sgcv(lams), brute, rtol=1e-9)
-    # the selected Lambda minimises the brute-force sGCV over the bounds
-    fine = np.logspace(-8, 4, 481)
-    chosen = select_lambda(step, 1e-8, 1e4)
-    assert 1e-8 <= chosen <= 1e4
-    assert step.sgcv(np.array([chosen]))[0] <= step.sgcv(fine).min() * (1 + 1e-6)
+    # the selected Lambda minimises the brute-force sGCV over the candidates: positive in
+    # [1e-8, 1e4], negative in [-s/2, -1e-8] (or positive only)
+    pos = np.logspace(-8, 4, 1201)
+    cands = np.concatenate([pos, -np.logspace(-8, math.log10(s / 2), 801)])
+    for allow_negative, grid in ((True, cands), (False, pos)):
+        chosen = select_lambda(step, 1e-8, 1e4, allow_negative=allow_negative)
+        assert (1e-8 <= chosen <= 1e4) or (allow_negative and -s / 2 <= chosen <= -1e-8)
+        assert step.sgcv(np.array([chosen]))[0] <= step.sgcv(grid).min() * (1 + 1e-6)
 
 
 def tikhonov(Z_a: torch.Tensor, C: torch.Tensor, lam: float) -> torch.Tensor:
@@ -157,9 +160,11 @@ def test_work_units_determinism_and_lambda_history():
     assert [(r["epoch"], r["batch"]) for r in hist] == [(e, k) for e in (1, 2, 3)
                                                         for k in (1, 2, 3)]
     assert hist[-1]["Lambda_sum"] == pytest.approx(a.lambda_sum_) and a.lambda_sum_ > 0
-    assert all(1e-8 <= v <= 1e4 for v in a.lambdas_)
+    assert all(1e-8 <= abs(v) <= 1e4 for v in a.lambdas_)
+    sums = np.cumsum(a.lambdas_)
+    assert (sums > 0).all() and (np.array(a.lambdas_[1:]) >= -sums[:-1] / 2).all()
     img = lambda_image(hist)
-    assert img.shape == (3, 3) and np.allclose(img[:, 0], np.log10(a.lambdas_[:3]))
+    assert img.shape == (3, 3) and np.allclose(img[:, 0], np.log10(np.abs(a.lambdas_[:3])))
 
 
 @pytest.mark.parametrize("arch", ["resnet", "neural_ode"])
