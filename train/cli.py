@@ -156,6 +156,9 @@ def warm_up(model: SeparableModel, Y: torch.Tensor) -> None:
     x = Y[:2].clone().requires_grad_(True)
     (g,) = torch.autograd.grad(model(x).square().sum(), x, create_graph=True)
     torch.autograd.grad(g.sum(), x)
+    dummy = torch.zeros(1, requires_grad=True)      # the first torch.optim step imports
+    dummy.grad = torch.zeros(1)                     # torch._dynamo (seconds; ADAM, slimTrain)
+    torch.optim.Adam([dummy]).step()
 
 
 def split_errors(model: SeparableModel, data: SplitData) -> dict:
