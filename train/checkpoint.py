@@ -8,6 +8,8 @@ both weight files). The weight files are named by their content and written atom
 new ``state.json`` is in place: a run killed at any moment leaves a complete checkpoint (the
 previous or the new one). Version 1 checkpoints (fixed names ``model.npz``/``best.npz``, which
 could be torn by a kill between the writes) are still read.
+Methods that checkpoint within a level (slimTrain, after every epoch) add their own state:
+arrays in ``optimizer-<digest>.npz`` and JSON values under ``"optimizer"`` in ``state.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from surrogate.artifact import (
     SurrogateFormatError,
     atomic_write_bytes,
     atomic_write_text,
+    load_npz_state,
     load_weights,
     sha256_file,
     state_to_npz_bytes,
@@ -61,6 +64,7 @@ class Checkpoint:
     history: list[dict]
     work_units: float
     wall_time: float
+    optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None
 
 
 def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> None:
@@ -76,6 +80,12 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
         name = f"{role}-{digest[:16]}.npz"
         atomic_write_bytes(d / name, data)
         digests[name], files[role] = digest, name
+    if ckpt.optimizer_state is not None:
+        data = state_to_npz_bytes(ckpt.optimizer_state[0])
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"optimizer-{digest[:16]}.npz"
+        atomic_write_bytes(d / name, data)
+        digests[name], files["optimizer"] = digest, name
     state = {
         "version": CHECKPOINT_VERSION,
         "fingerprint": run_fingerprint,
@@ -88,6 +98,7 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
         "wall_time": ckpt.wall_time,
         "files": files,
         "sha256": digests,
+        "optimizer": None if ckpt.optimizer_state is None else ckpt.optimizer_state[1],
     }
     atomic_write_text(d / "state.json", json.dumps(state) + "\n")
     for f in d.glob("*.npz"):                       # the previous checkpoint's weights
@@ -134,6 +145,18 @@ def load_checkpoint(out: str | Path, run_fingerprint: str,
         except SurrogateFormatError as exc:
             raise CheckpointError(f"{exc}; " + RECOVER) from None
 
+    optimizer_state = None
+    if state.get("optimizer") is not None:
+        name = files.get("optimizer", "optimizer.npz") if isinstance(files, dict) else None
+        f = d / str(name)
+        if not isinstance(name, str) or Path(name).name != name or not f.is_file() \
+                or sha256_file(f) != state["sha256"].get(name):
+            raise CheckpointError(f"{f}: missing or does not match {path.name}; " + RECOVER)
+        try:
+            optimizer_state = (load_npz_state(f), state["optimizer"])
+        except SurrogateFormatError as exc:
+            raise CheckpointError(f"{exc}; " + RECOVER) from None
+
     return Checkpoint(
         completed_levels=int(state["completed_levels"]),
         model=model("model", state["model"]),
@@ -142,6 +165,7 @@ def load_checkpoint(out: str | Path, run_fingerprint: str,
         history=state["history"],
         work_units=float(state["work_units"]),
         wall_time=float(state["wall_time"]),
+        optimizer_state=optimizer_state,
     )
 
 

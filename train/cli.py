@@ -1,12 +1,13 @@
 """``train-surrogate``: train a separable surrogate with GNvpro or a baseline.
 
-    train-surrogate --data data.h5 --method {gnvpro,gn,adam,lbfgsvpro} [--config train.toml]
-                    [--device cpu|cuda] [--seed S] [--resume] --out model_dir
+    train-surrogate --data data.h5 --method {gnvpro,gn,adam,lbfgsvpro,slimtrain}
+                    [--config train.toml] [--device cpu|cuda] [--seed S] [--resume] --out model_dir
     train-surrogate --compare --data data.h5 [...] --out compare_dir
 
 Writes into ``model_dir``: ``weights.npz`` + ``metadata.json`` (the surrogate, see
 :mod:`surrogate.artifact`), ``history.csv``, ``convergence.png``, ``summary.json`` and
-``summary.txt``. ``--compare`` trains all four methods into ``compare_dir/<method>/`` and
+``summary.txt`` (slimTrain also ``lambda_history.csv`` and ``lambda.png``). ``--compare`` trains
+all five methods into ``compare_dir/<method>/`` and
 prints GNvpro table 2 rows (also in ``compare.txt``/``compare.json``, plot ``convergence.png``).
 """
 
@@ -42,7 +43,15 @@ from train.checkpoint import (
     remove_checkpoint,
     save_checkpoint,
 )
-from train.config import AUTO, METHODS, ConfigError, merge_config, read_toml, resolve_config
+from train.config import (
+    AUTO,
+    METHODS,
+    ConfigError,
+    merge_config,
+    read_toml,
+    resolve_config,
+    slimtrain_model_config,
+)
 from train.data import SPLITS, DataError, SplitData, load_split_data
 from train.gauss_newton import GaussNewton
 from train.gnvpro import GNvpro
@@ -57,10 +66,12 @@ from train.outputs import (
     staged,
 )
 from train.resources import MemoryEstimateError, check_memory
+from train.slimtrain import SlimTrain, plot_lambda_history, write_lambda_history
 from train.varpro import WorkCounter
 
 PROG = "train-surrogate"
-LABELS = {"gn": "Full GN", "adam": "ADAM", "lbfgsvpro": "L-BFGSvpro", "gnvpro": "GNvpro"}
+LABELS = {"gn": "Full GN", "adam": "ADAM", "lbfgsvpro": "L-BFGSvpro", "gnvpro": "GNvpro",
+          "slimtrain": "slimTrain"}
 
 
 class UsageError(ValueError):
@@ -92,6 +103,8 @@ def resolve_device(name: str) -> torch.device:
 
 def make_optimizer(method: str, cfg: dict, seed: int) -> tuple[Optimizer, list[int]]:
     """Optimiser for one level and the list of levels, from the resolved configuration."""
+    if method == "slimtrain":
+        return make_slimtrain(cfg, seed)
     loss = cfg["loss"]
     m = cfg[method]
     common = {"alpha1": loss["alpha1"], "alpha2": loss["alpha2"],
@@ -105,6 +118,31 @@ def make_optimizer(method: str, cfg: dict, seed: int) -> tuple[Optimizer, list[i
         return LBFGSvpro(**common, memory=m["memory"], max_iter=m["max_iter"],
                          grad_tol=m["grad_tol"], grad_rtol=m["grad_rtol"]), cfg["model"]["levels"]
     return Adam(**common, lr=m["lr"], batch_size=m["batch_size"], seed=seed), m["levels"]
+
+
+def make_slimtrain(cfg: dict, seed: int) -> tuple[SlimTrain, list[int]]:
+    """slimTrain from the [slimtrain] section: one level of ``depth`` steps."""
+    st = cfg["slimtrain"]
+    opt = SlimTrain(alpha1=cfg["loss"]["alpha1"], alpha2=cfg["loss"]["alpha2"],
+                    epochs=st["epochs"], lr=st["lr"], batch_size=st["batch_size"],
+                    memory=st["memory"], lambda_min=st["lambda_min"],
+                    lambda_max=st["lambda_max"], grid_points=st["grid_points"],
+                    allow_negative=st["allow_negative"],
+                    lambda_fixed=st["lambda_fixed"] if st["regularization"] == "fixed" else None,
+                    seed=seed)
+    return opt, [st["depth"]]
+
+
+def write_slimtrain_outputs(opt: SlimTrain, out: Path, label: str) -> dict:
+    """lambda_history.csv and lambda.png (slimTrain figure 6); returns summary entries."""
+    if not hasattr(opt, "lambdas_"):
+        return {}
+    rows = opt.lambda_history()
+    write_lambda_history(rows, out / "lambda_history.csv")
+    plot_lambda_history({label: rows}, out / "lambda.png", title="slimTrain: sGCV Lambdas")
+    lam = [r["Lambda"] for r in rows] or [float("nan")]
+    return {"lambda_sum": opt.lambda_sum_, "lambda_median": float(sorted(lam)[len(lam) // 2]),
+            "epochs": opt.epochs_done_, "iterations": len(rows)}
 
 
 def build_model(cfg: dict, data: SplitData, levels: list[int], seed: int,
@@ -132,6 +170,9 @@ def warm_up(model: SeparableModel, Y: torch.Tensor) -> None:
     x = Y[:2].clone().requires_grad_(True)
     (g,) = torch.autograd.grad(model(x).square().sum(), x, create_graph=True)
     torch.autograd.grad(g.sum(), x)
+    dummy = torch.zeros(1, requires_grad=True)      # the first torch.optim step imports
+    dummy.grad = torch.zeros(1)                     # torch._dynamo (seconds; ADAM, slimTrain)
+    torch.optim.Adam([dummy]).step()
 
 
 def split_errors(model: SeparableModel, data: SplitData) -> dict:
@@ -184,8 +225,10 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
               out: Path, resume: bool, stream: TextIO | None) -> dict:
     """Train one method into ``out`` (an existing folder that :func:`run` has checked) and
     return its summary."""
+    run_id = run_fingerprint(method, cfg, seed, data)     # of the configuration as resolved
+    if method == "slimtrain":
+        cfg = slimtrain_model_config(cfg)
     opt, levels = make_optimizer(method, cfg, seed)
-    run_id = run_fingerprint(method, cfg, seed, data)
     model = build_model(cfg, data, levels, seed, device)
     counter, start_level, wall0 = WorkCounter(), 0, 0.0
     ckpt = None
@@ -193,6 +236,8 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
         ckpt = load_checkpoint(out, run_id, device=device)
         model, start_level = ckpt.model, ckpt.completed_levels
         counter.units, wall0 = ckpt.work_units, ckpt.wall_time
+        if ckpt.optimizer_state is not None and isinstance(opt, SlimTrain):
+            opt.restore(ckpt.optimizer_state)
         if stream is not None:
             print(f"{method}: resuming after level {start_level} of {len(levels)}", file=stream)
     norm = model.normalizer
@@ -217,6 +262,13 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
             best_row=monitor.best_row, history=monitor.history.rows,
             work_units=counter.units, wall_time=monitor.wall_time()))
 
+    if isinstance(opt, SlimTrain):                  # checkpoint after every epoch
+        opt.epoch_hook = lambda o, m: save_checkpoint(out, run_id, Checkpoint(
+            completed_levels=monitor.level, model=m, best_model=monitor.best_model,
+            best_row=monitor.best_row, history=monitor.history.rows,
+            work_units=counter.units, wall_time=monitor.wall_time(),
+            optimizer_state=o.resume_state()))
+
     trainer = MultilevelTrainer(opt, levels)
     if start_level < len(levels):
         trainer.fit(model, Y, C, monitor, start_level=start_level, on_level_end=on_level_end)
@@ -237,6 +289,8 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
         "stop_reasons": getattr(trainer, "stop_reasons_", []),
         "device": str(device),
     }
+    if isinstance(opt, SlimTrain):
+        summary["slimtrain"] = write_slimtrain_outputs(opt, out, LABELS[method])
     meta = {"method": method, "problem": data.problem, "config": cfg, "seed": seed,
             "data": data.provenance, "selected": monitor.best_row,
             "work_units": counter.units, "wall_time": summary["wall_time"],
@@ -272,12 +326,13 @@ def table(summaries: list[dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Train a separable surrogate c = W [F(y); 1] with GNvpro or "
-        "a baseline (full GN, ADAM, L-BFGSvpro), multilevel in time (SPEC section 4).")
+        "a baseline (full GN, ADAM, L-BFGSvpro, slimTrain), multilevel in time (SPEC "
+        "section 4).")
     p.add_argument("--data", required=True, help="dataset (.h5 from generate-dataset, .npz "
                    "with y, c (samples x features), or .mat with Y, C)")
     p.add_argument("--method", choices=METHODS, help="training method")
     p.add_argument("--compare", action="store_true",
-                   help="train all four methods into OUT/<method>/ and print a comparison")
+                   help="train all five methods into OUT/<method>/ and print a comparison")
     p.add_argument("--config", help="TOML file overriding the defaults (see train.config)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0,

@@ -51,6 +51,21 @@ inputs)::
     levels = "auto"                  # the finest level only, as in the paper
     lr = 1e-3
     batch_size = 2
+
+    [slimtrain]                      # slimTrain (its own model: slimTrain section 4.2)
+    architecture = "resnet"          # or "neural_ode" (then gamma, init_scale from [model])
+    width = 16
+    depth = 8                        # layers / time steps; final_time and dtype from [model]
+    epochs = "auto"                  # the work units of the other methods: 300 CDR, 600 DCR
+    batch_size = 10
+    lr = 1e-2                        # ADAM on theta
+    memory = 0                       # memory depth r
+    regularization = "sgcv"          # or "fixed": Lambda_k = lambda_fixed at every step
+    lambda_fixed = 1e-2
+    lambda_min = 1e-8                # bounds of the sGCV search over log10 |Lambda|
+    lambda_max = 1e4
+    allow_negative = true            # also Lambda in [-s/2, -lambda_min], s = sum so far
+    grid_points = 25
 """
 
 from __future__ import annotations
@@ -76,14 +91,21 @@ DEFAULTS: dict[str, dict] = {
     "lbfgsvpro": {"work_units_per_level": AUTO, "memory": 10, "max_iter": 10_000,
                   "grad_tol": 0.0, "grad_rtol": 1e-10},
     "adam": {"work_units_per_level": AUTO, "levels": AUTO, "lr": 1e-3, "batch_size": 2},
+    "slimtrain": {"architecture": "resnet", "width": 16, "depth": 8, "epochs": AUTO,
+                  "batch_size": 10, "lr": 1e-2, "memory": 0, "regularization": "sgcv",
+                  "lambda_fixed": 1e-2, "lambda_min": 1e-8, "lambda_max": 1e4,
+                  "allow_negative": True, "grid_points": 25},
 }
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "architecture": str, "dtype": str, "width": int, "levels": list, "fractions": list,
     "seed": int, "standardize_inputs": bool, "center_targets": bool, "r_max": int,
     "max_iter": int, "memory": int, "batch_size": int,
+    "depth": int, "epochs": int, "grid_points": int, "regularization": str,
+    "allow_negative": bool,
 }
-_CHOICES = {"architecture": ("neural_ode", "resnet"), "dtype": ("float32", "float64")}
+_CHOICES = {"architecture": ("neural_ode", "resnet"), "dtype": ("float32", "float64"),
+            "regularization": ("sgcv", "fixed")}
 
 PROBLEM_DEFAULTS = {
     "cdr": {"width": 8, "standardize_inputs": False, "center_targets": False, "budget": 200,
@@ -94,7 +116,7 @@ PROBLEM_DEFAULTS = {
                 "fractions": [0.5, 0.25, 0.25]},
 }
 
-METHODS = ("gnvpro", "gn", "adam", "lbfgsvpro")
+METHODS = ("gnvpro", "gn", "adam", "lbfgsvpro", "slimtrain")
 
 #: Valid ranges of the numeric settings, by key (the same key in any section, e.g. ``r_max``
 #: in [gnvpro] and [gn]): (lower, upper, lower bound included, upper bound included); None =
@@ -220,7 +242,30 @@ def merge_config(user: dict, source: str = "config") -> dict:
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: "
                                   f"{', '.join(cfg[section])})")
             cfg[section][key] = _check_value(f"{source}: {section}.{key}", key, value)
+    _check_slimtrain(cfg["slimtrain"], source)
     return cfg
+
+
+def _check_slimtrain(st: dict, source: str) -> None:
+    """Ranges of the [slimtrain] settings."""
+    positive = {"width": 1, "depth": 1, "batch_size": 1, "grid_points": 2}
+    for key, low in positive.items():
+        if st[key] < low:
+            raise ConfigError(f"{source}: slimtrain.{key} must be >= {low}, got {st[key]!r}")
+    if st["epochs"] != AUTO and st["epochs"] < 0:
+        raise ConfigError(f"{source}: slimtrain.epochs must be >= 0, got {st['epochs']!r}")
+    if st["memory"] < 0:
+        raise ConfigError(f"{source}: slimtrain.memory must be >= 0, got {st['memory']!r}")
+    for key in ("lr",):
+        if not st[key] >= 0:
+            raise ConfigError(f"{source}: slimtrain.{key} must be >= 0, got {st[key]!r}")
+    for key in ("lambda_fixed", "lambda_min", "lambda_max"):
+        if not 0 < st[key] < float("inf"):
+            raise ConfigError(f"{source}: slimtrain.{key} must be a positive finite number, "
+                              f"got {st[key]!r}")
+    if st["lambda_min"] > st["lambda_max"]:
+        raise ConfigError(f"{source}: slimtrain.lambda_min ({st['lambda_min']!r}) must not "
+                          f"exceed slimtrain.lambda_max ({st['lambda_max']!r})")
 
 
 def resolve_config(cfg: dict, problem: str, seed: int) -> dict:
@@ -249,4 +294,16 @@ def resolve_config(cfg: dict, problem: str, seed: int) -> dict:
     if adam["work_units_per_level"] == AUTO:
         adam["work_units_per_level"] = float(pd["budget"] * len(model["levels"])
                                              / len(adam["levels"]))
+    if cfg["slimtrain"]["epochs"] == AUTO:          # 2 work units per epoch
+        cfg["slimtrain"]["epochs"] = int(pd["budget"] * len(model["levels"]) // 2)
+    return cfg
+
+
+def slimtrain_model_config(cfg: dict) -> dict:
+    """The resolved configuration with [model] replaced by slimTrain's network (section 4.2):
+    architecture, width and depth from [slimtrain], a single level of ``depth`` steps."""
+    cfg = copy.deepcopy(cfg)
+    st = cfg["slimtrain"]
+    cfg["model"].update(architecture=st["architecture"], width=st["width"],
+                        levels=[st["depth"]])
     return cfg

@@ -31,6 +31,11 @@ work_units_per_level = 24
 [adam]
 work_units_per_level = 8
 batch_size = 8
+[slimtrain]
+width = 4
+depth = 2
+epochs = 4
+batch_size = 8
 """
 
 
@@ -116,10 +121,10 @@ def test_compare_prints_a_table_for_all_methods(data, tiny, tmp_path, capsys):
                    "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    for label in ("Full GN", "ADAM", "L-BFGSvpro", "GNvpro"):
+    for label in ("Full GN", "ADAM", "L-BFGSvpro", "GNvpro", "slimTrain"):
         assert label in text
     assert (out / "compare.txt").is_file() and (out / "convergence.png").is_file()
-    assert len(json.loads((out / "compare.json").read_text())) == 4
+    assert len(json.loads((out / "compare.json").read_text())) == 5
 
 
 @pytest.mark.parametrize("extra, message", [
