@@ -119,9 +119,10 @@ PROBLEM_DEFAULTS = {
 METHODS = ("gnvpro", "gn", "adam", "lbfgsvpro", "slimtrain")
 
 #: Valid ranges of the numeric settings, by key (the same key in any section, e.g. ``r_max``
-#: in [gnvpro] and [gn]): (lower, upper, lower bound included, upper bound included); None =
-#: unbounded. Every number must be finite, listed here or not; sizes (width, levels, r_max,
-#: samples) are bounded by the memory estimate of :mod:`train.resources` once the data is read.
+#: in [gnvpro] and [gn]; a ``section.key`` entry overrides it for one section): (lower, upper,
+#: lower bound included, upper bound included); None = unbounded. Every number must be
+#: finite, listed here or not; sizes (width, levels, r_max, samples) are bounded by the memory
+#: estimate of :mod:`train.resources` once the data is read.
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "width": (1, None, True, False),
     "final_time": (0.0, None, False, False),
@@ -140,7 +141,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "memory": (1, None, True, False),
     "lr": (0.0, None, False, False),
     "batch_size": (1, None, True, False),
+    "slimtrain.memory": (0, None, True, False),   # slimTrain's r: 0 = the current batch only
 }
+
+
+def value_range(section: str, key: str) -> tuple[float | None, float | None, bool, bool]:
+    """The :data:`RANGES` entry of ``section.key`` (unbounded if none)."""
+    return RANGES.get(f"{section}.{key}", RANGES.get(key, (None, None, True, True)))
 
 
 def _range_text(lo, hi, lo_in: bool, hi_in: bool) -> str:
@@ -152,7 +159,7 @@ def _range_text(lo, hi, lo_in: bool, hi_in: bool) -> str:
     return " and ".join(parts) or "finite"
 
 
-def check_range(where: str, key: str, value):
+def check_range(where: str, section: str, key: str, value):
     """Refuse non-finite numbers and values outside :data:`RANGES` (lists: each entry).
 
     Raises
@@ -168,7 +175,7 @@ def check_range(where: str, key: str, value):
             continue
         if not math.isfinite(v):
             raise ConfigError(f"{where} = {value!r}: must be a finite number")
-        lo, hi, lo_in, hi_in = RANGES.get(key, (None, None, True, True))
+        lo, hi, lo_in, hi_in = value_range(section, key)
         if (lo is not None and (v < lo or (v == lo and not lo_in))) or (
                 hi is not None and (v > hi or (v == hi and not hi_in))):
             what = "each entry must be" if isinstance(value, list) else "must be"
@@ -206,14 +213,14 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
 
 
-def _check_value(where: str, key: str, value):
+def _check_value(where: str, section: str, key: str, value):
     expected = _TYPES.get(key, float)
     if value == AUTO:
         raise ConfigError(f"{where}: write the value instead of {AUTO!r} or leave the key out")
     if expected is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return check_range(where, key, float(value))
+        return check_range(where, section, key, float(value))
     if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if not isinstance(value, expected):
@@ -225,7 +232,7 @@ def _check_value(where: str, key: str, value):
     if key == "fractions" and (len(value) != 3 or not all(
             isinstance(v, int | float) and v >= 0 for v in value) or sum(value) > 1 + 1e-12):
         raise ConfigError(f"{where}: expected 3 non-negative fractions with sum <= 1")
-    return check_range(where, key, value)
+    return check_range(where, section, key, value)
 
 
 def merge_config(user: dict, source: str = "config") -> dict:
@@ -241,7 +248,7 @@ def merge_config(user: dict, source: str = "config") -> dict:
             if key not in cfg[section]:
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: "
                                   f"{', '.join(cfg[section])})")
-            cfg[section][key] = _check_value(f"{source}: {section}.{key}", key, value)
+            cfg[section][key] = _check_value(f"{source}: {section}.{key}", section, key, value)
     _check_slimtrain(cfg["slimtrain"], source)
     return cfg
 

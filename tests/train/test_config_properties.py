@@ -14,11 +14,11 @@ from train.config import (
     AUTO,
     DEFAULTS,
     PROBLEM_DEFAULTS,
-    RANGES,
     ConfigError,
     merge_config,
     read_toml,
     resolve_config,
+    value_range,
 )
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -67,7 +67,7 @@ def user_configs(draw):
 
 
 def assert_valid(cfg: dict) -> None:
-    """Every numeric setting of a merged configuration is finite and within RANGES."""
+    """Every numeric setting of a merged configuration is finite and within value_range."""
     for section, table in cfg.items():
         for key, value in table.items():
             items = value if isinstance(value, list) else [value]
@@ -77,7 +77,7 @@ def assert_valid(cfg: dict) -> None:
                 if isinstance(v, bool) or not isinstance(v, int | float):
                     continue
                 assert math.isfinite(v), (section, key, value)
-                lo, hi, lo_in, hi_in = RANGES.get(key, (None, None, True, True))
+                lo, hi, lo_in, hi_in = value_range(section, key)
                 if lo is not None:
                     assert v > lo or (lo_in and v == lo), (section, key, value)
                 if hi is not None:

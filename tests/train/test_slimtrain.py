@@ -194,7 +194,7 @@ def test_settings_are_checked():
         step.weights(0.0)
     with pytest.raises(ConfigError, match="slimtrain.lambda_min"):
         merge_config({"slimtrain": {"lambda_min": 10.0, "lambda_max": 1.0}})
-    with pytest.raises(ConfigError, match="slimtrain.memory must be >= 0, got -2"):
+    with pytest.raises(ConfigError, match="slimtrain.memory = -2: must be >= 0"):
         merge_config({"slimtrain": {"memory": -2}})
     with pytest.raises(ConfigError, match="must be one of"):
         merge_config({"slimtrain": {"regularization": "gcv"}})
