@@ -13,6 +13,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ def read_parameters(path: str) -> np.ndarray:
             if p.stat().st_size > 64 * MAX_PARAMETER_ENTRIES:
                 raise CLIError(f"parameter file {path!r} is {p.stat().st_size} bytes, too "
                                "large for a parameter vector")
-            y = np.loadtxt(p, dtype=np.float64, ndmin=1, encoding="utf-8")
+            with warnings.catch_warnings():  # "input contained no data": reported below
+                warnings.simplefilter("ignore", UserWarning)
+                y = np.loadtxt(p, dtype=np.float64, ndmin=1, encoding="utf-8")
     except CLIError:
         raise
     except UnicodeDecodeError:
