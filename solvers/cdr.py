@@ -427,7 +427,8 @@ class CDRSolver:
             raise SolverSettingsError(f"points must lie in [0, 1]^2, got {pts.tolist()}")
         self.points = pts
         times = self._float_array(s["output_times"], "output_times")
-        steps = times / self.dt
+        with np.errstate(over="ignore", invalid="ignore"):
+            steps = times / self.dt
         if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)):
             raise SolverSettingsError("output_times must be a non-empty list of times")
         bad = (np.abs(steps - np.round(steps)) > 1e-8) | (steps < 0.5) | \

@@ -13,6 +13,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,8 @@ def _exit(status: int, message: str) -> int:
     if world_rank() == 0:
         sys.stdout.flush()
         print(message, file=sys.stderr, flush=True)
+    elif _world_size() > 1:
+        time.sleep(2.0)  # let rank 0 print first: mpiexec ends all ranks when one exits
     if _world_size() > 1 or status >= INTERRUPT_STATUS:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -621,7 +621,8 @@ class DCRSolver:
 
     def _solve(self, m_pad: np.ndarray, rhs_local: np.ndarray, sample: int | None) -> np.ndarray:
         """Assemble A(m), solve A u = rhs (zero-mean u), return the owned part of u."""
-        values = self._operator_values(m_pad)
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = self._operator_values(m_pad)
         if not np.all(np.isfinite(values)):
             raise SolveError("the operator A(m) has non-finite entries (conductivity "
                              f"overflow; max m = {np.max(m_pad):.3g}); not solving",
