@@ -20,14 +20,24 @@ import sys
 import traceback
 from pathlib import Path
 
-import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-from mpi4py import MPI
+from solvers.mpi_network import configure_mpi_network
 
-from datasets.config import resolve_overrides
-from datasets.errors import ConfigError, ConfigMismatchError, DatasetFileError, Interrupted
-from datasets.generate import GenerationOptions, generate
-from datasets.splits import SplitSpec
-from solvers import SOLVERS
+configure_mpi_network()  # loopback defaults for single-node runs, before MPI is initialised
+
+import dolfinx_solver  # noqa: E402, F401  (orders MPI ahead of petsc4py / dolfinx)
+from mpi4py import MPI  # noqa: E402
+
+from datasets.config import resolve_overrides  # noqa: E402
+from datasets.errors import (  # noqa: E402
+    ConfigError,
+    ConfigMismatchError,
+    DatasetFileError,
+    DatasetWriteError,
+    Interrupted,
+)
+from datasets.generate import GenerationOptions, generate  # noqa: E402
+from datasets.splits import SplitSpec  # noqa: E402
+from solvers import SOLVERS  # noqa: E402
 
 PROG = "generate-dataset"
 #: paper dataset sizes (SPEC 3), the default --samples
@@ -43,6 +53,17 @@ class _RankZeroParser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
+def sample_count(text: str) -> int:
+    """``--samples`` value: an integer, also written as ``1e4`` (argparse type)."""
+    try:
+        value = float(text) if any(ch in text.lower() for ch in ".e") else int(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     p = _RankZeroParser(
@@ -51,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("problem", choices=sorted(SOLVERS), help="which PDE problem")
     p.add_argument("--out", required=True, type=Path, help="output HDF5 file (resumed if it "
                    "exists and was made with the same configuration)")
-    p.add_argument("--samples", type=int, help="number of samples (default: the paper's, "
+    p.add_argument("--samples", type=sample_count, help="number of samples (default: the paper's, "
                    + ", ".join(f"{k} {v}" for k, v in PAPER_SAMPLES.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--ranks-per-sample", type=int, default=1, metavar="K",
@@ -104,10 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = generate(options_from_args(args))
     except Interrupted as exc:
-        print(f"{PROG}: interrupted by signal {exc.signum}; finished samples are saved in "
-              f"{args.out}; run the same command again to resume", file=sys.stderr, flush=True)
+        name = signal.Signals(exc.signum).name
+        if args.out.exists():
+            text = (f"finished samples are saved in {args.out}; run the same command again "
+                    "to resume")
+        else:
+            text = f"nothing was saved yet ({args.out} was not written)"
+        print(f"{PROG}: interrupted by signal {exc.signum} ({name}); {text}", file=sys.stderr,
+              flush=True)
         sys.stdout.flush()
         os._exit(128 + exc.signum)  # skip MPI_Finalize: the other ranks are not waiting
+    except DatasetWriteError as exc:  # rank 0 only, possibly while the others still solve
+        if world.rank == 0:
+            print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        if world.size > 1:
+            sys.stdout.flush()
+            os._exit(1)  # mpiexec ends the other ranks
+        return 1
     except USER_ERRORS as exc:
         if world.rank == 0:
             print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -7,12 +7,11 @@ A ``--config`` TOML file holds the same keys at its top level; ``--set`` overrid
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from datasets.errors import ConfigError
-from solvers.base import SolverSettingsError
+from solvers.base import SolverSettingsError, load_settings_file
 from solvers.base import parse_assignment as solver_parse_assignment
 
 
@@ -26,15 +25,12 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Solver settings from a TOML file (top-level keys)."""
-    path = Path(path)
+    """Solver settings from a TOML file (top-level keys); ConfigError if the file is missing,
+    a folder, not UTF-8 or not TOML (see :func:`solvers.base.load_settings_file`)."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        return load_settings_file(path)
+    except SolverSettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve_overrides(config_file: str | Path | None, assignments: list[str]) -> dict[str, Any]:

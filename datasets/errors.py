@@ -10,6 +10,11 @@ class DatasetFileError(ValueError):
     """
 
 
+class DatasetWriteError(DatasetFileError):
+    """The dataset file could not be written (disk full, quota, I/O error); the previous
+    version of the file, if any, is intact and the temporary file has been removed."""
+
+
 class ConfigError(ValueError):
     """A generation option or solver setting given by the user is invalid."""
 

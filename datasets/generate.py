@@ -25,6 +25,7 @@ File handling (resume, atomic checkpoints) is in :mod:`datasets.writer`.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,12 +36,13 @@ import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
 import numpy as np
 from mpi4py import MPI
 
-from datasets.errors import ConfigError, Interrupted
+from datasets.errors import ConfigError, DatasetWriteError, Interrupted
 from datasets.sampling import check_seed, draw_parameters
 from datasets.splits import SplitSpec
 from datasets.storage import FAILED, OK
 from datasets.writer import DatasetWriter
-from solvers import SolveError, make_solver
+from solvers import SolveError, SolverSettingsError, make_solver
+from solvers.base import check_memory, format_bytes
 
 #: message tag of results sent to rank 0
 RESULT_TAG = 4242
@@ -48,6 +50,11 @@ RESULT_TAG = 4242
 MAX_ATTEMPTS = 2
 #: seconds rank 0 sleeps between polls once it has no samples of its own left
 POLL_SECONDS = 0.005
+#: bytes rank 0 holds per sample and stored value (the in-memory dataset, the HDF5 image
+#: built from it for each checkpoint, and the copy read back on resume)
+BYTES_PER_VALUE = 3 * 8
+#: bytes per sample besides y and c (status, times, attempts, rank, reason, split indices)
+BYTES_PER_SAMPLE = 120
 
 
 
@@ -244,6 +251,7 @@ def _generate(options: GenerationOptions, world: MPI.Comm) -> Summary:
     group = world.Split(world.rank // k, world.rank)  # consecutive ranks
     try:
         solver = _everywhere(world, lambda: _build_solver(options, group))
+        _everywhere(world, lambda: check_sizes(options, solver) if world.rank == 0 else None)
         config = {"problem": options.problem, "solver": solver.settings(),
                   "generation": {"samples": options.samples, "seed": options.seed,
                                  "ranks_per_sample": k,
@@ -267,6 +275,29 @@ def _generate(options: GenerationOptions, world: MPI.Comm) -> Summary:
         return world.bcast(summary)
     finally:
         group.Free()
+
+
+def check_sizes(options: GenerationOptions, solver: Any) -> None:
+    """Refuse (ConfigError) a sample count whose dataset cannot fit in memory (rank 0 holds
+    all of it) or on the output's file system, naming --samples and the estimate."""
+    values = options.samples * (solver.n_parameters + solver.n_observables)
+    what = (f"--samples {options.samples} ({solver.n_parameters} parameters + "
+            f"{solver.n_observables} observables per sample)")
+    try:
+        check_memory(BYTES_PER_VALUE * values + BYTES_PER_SAMPLE * options.samples, what)
+    except SolverSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    file_size = 8 * values + 20 * options.samples
+    folder = Path(options.out).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if file_size > free:
+        raise ConfigError(f"{what}: the dataset file needs about {format_bytes(file_size)}, but "
+                          f"only {format_bytes(free)} is free in {folder}")
 
 
 def _build_solver(options: GenerationOptions, comm: MPI.Comm) -> Any:
@@ -295,6 +326,10 @@ def _solve_all(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: n
     counter = SharedCounter(world)
     try:
         _solve_loop(world, group, solver, seed, todo, writer, counter)
+    except DatasetWriteError:
+        if world.size == 1:
+            counter.free()
+        raise
     except Interrupted:
         if writer is not None:  # rank 0: keep every result that has arrived
             _receive_results(world, writer)

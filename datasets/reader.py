@@ -29,6 +29,11 @@ from datasets.errors import DatasetFileError
 from datasets.splits import SPLIT_NAMES
 from datasets.storage import OK, STATUS_NAMES, read_state
 
+#: Largest |value| accepted in a foreign file: squares of larger numbers overflow float64
+#: (1.3e154), so no error norm, mean or normalisation of them is meaningful; such entries are
+#: the signature of a damaged or mis-scaled file (a damaged .mat read as doubles gave 1e183).
+MAX_MAGNITUDE = 1e100
+
 #: (n_parameters, n_observables) -> problem
 KNOWN_SHAPES = {(55, 72): "cdr", (3, 882): "dcr"}
 
@@ -131,8 +136,9 @@ def _from_mat(path: Path) -> xr.Dataset:
         try:
             with h5py.File(path, "r") as f:
                 arrays = {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
-        except OSError as exc:
-            raise DatasetFileError(f"{path}: cannot read this MATLAB v7.3 file: {exc}") from None
+        except Exception as exc:  # any parser failure on an untrusted file
+            raise DatasetFileError(f"{path}: cannot read this MATLAB v7.3 file: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     else:
         from scipy.io import loadmat
 
@@ -156,11 +162,31 @@ def _require(path: Path, arrays: dict[str, np.ndarray], names: tuple[str, str]
     out = []
     for name in names:
         a = np.asarray(arrays[name])
-        if a.ndim != 2 or a.dtype.kind not in "iuf":
+        if a.ndim != 2 or a.dtype.kind not in "iuf" or a.dtype.names is not None:
             raise DatasetFileError(f"{path}: {name!r} must be a 2-D numeric array, got shape "
                                    f"{a.shape} and dtype {a.dtype}")
-        out.append(a.astype(np.float64))
+        out.append(_plausible(path, name, a.astype(np.float64)))
     return out[0], out[1]
+
+
+def _plausible(path: Path, name: str, a: np.ndarray) -> np.ndarray:
+    """``a`` if every entry is finite and of plausible magnitude, else DatasetFileError
+    saying which entry is wrong and how."""
+    if a.size == 0:
+        raise DatasetFileError(f"{path}: {name!r} is empty (shape {a.shape})")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DatasetFileError(f"{path}: {name!r} holds {int(bad.sum())} non-finite value(s) "
+                               f"(first {name}{list(idx)} = {a[idx]}); the file is damaged or "
+                               "holds failed samples")
+    big = np.abs(a) > MAX_MAGNITUDE
+    if big.any():
+        idx = tuple(int(i) for i in np.argwhere(big)[0])
+        raise DatasetFileError(f"{path}: {name!r} holds {int(big.sum())} value(s) of magnitude "
+                               f"above {MAX_MAGNITUDE:g} (first {name}{list(idx)} = {a[idx]:.3g}); "
+                               "the file is damaged or mis-scaled")
+    return a
 
 
 def _foreign(path: Path, y: np.ndarray, c: np.ndarray, data: dict[str, Any]) -> xr.Dataset:

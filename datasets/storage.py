@@ -20,11 +20,22 @@ versions, seed, creation time, ranks, ``complete`` and the ``runs`` history (JSO
 A file is only ever written whole: :func:`write_atomic` writes a temporary file in the same
 directory, fsyncs it and renames it over the target with :func:`os.replace`, so a reader (or a
 job killed at any moment) sees either the previous version or the new one, never a partial
-file.
+file. The file is built in memory and written into a temporary file with a unique random name,
+created exclusively by :func:`tempfile.mkstemp` (``O_CREAT | O_EXCL``: it never follows a
+symlink planted in the folder), written through that descriptor only
+(:func:`solvers.output.write_atomic`).
+
+Integrity: every numeric dataset is stored with HDF5's Fletcher-32 checksum filter (chunked),
+so flipped bytes in ``/y``, ``/c``, ... are detected when they are read; the variable-length
+strings (which HDF5 cannot filter) and the root attributes are covered by the root attribute
+``content_sha256`` (SHA-256 of their JSON serialisation). A failed check is a
+:class:`~datasets.errors.DatasetFileError` naming the file and the dataset (``/c``). Files
+written before these checks existed have neither and are read unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -36,6 +47,7 @@ import numpy as np
 
 from datasets.errors import DatasetFileError
 from datasets.splits import SPLIT_NAMES
+from solvers.output import write_atomic as write_file_atomic
 
 FORMAT = "varpro-surrogates-dataset"
 FORMAT_VERSION = 1
@@ -53,6 +65,9 @@ PROVENANCE_ATTRS: tuple[str, ...] = (
 )
 
 _SAMPLE_ARRAYS = ("y", "c", "status", "solve_time", "attempts", "solver_rank", "failure_reason")
+
+#: root attribute holding the SHA-256 of the attributes and string datasets
+CONTENT_HASH = "content_sha256"
 
 
 @dataclass
@@ -116,30 +131,47 @@ class DatasetState:
 def write_atomic(path: str | os.PathLike, state: DatasetState) -> None:
     """Write ``state`` to ``path`` through a temporary file and an atomic rename.
 
-    The temporary file ``.<name>.tmp<pid>`` lives in the same directory (same file system);
-    it is fsynced before :func:`os.replace` and the directory is fsynced after it.
+    The temporary file ``.<name>.<random>.tmp`` is created exclusively in the same directory
+    (same file system); it is fsynced before
+    :func:`os.replace` and the directory is fsynced after it. On any failure (a full disk
+    included) the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    tmp = temp_path(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write(f, state)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    image = file_image(state)
+    write_file_atomic(path, lambda fh: fh.write(image), "dataset")
     _fsync(path.parent)
 
 
-def temp_path(path: Path) -> Path:
-    """Name of this process's temporary file for writing ``path``."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+def file_image(state: DatasetState) -> bytes:
+    """The bytes of the HDF5 file holding ``state``, built in memory (HDF5 core driver
+    without backing store), so that HDF5 itself never writes to disk: a full disk is then a
+    plain OSError of one write call, never a half-flushed HDF5 file."""
+    with h5py.File(f"{id(state)}.h5", "w", driver="core", backing_store=False,
+                   libver=("v108", "latest")) as f:
+        _write(f, state)
+        f.flush()
+        return f.id.get_file_image()
+
+
+#: suffix of the temporary files of :func:`write_atomic`
+TEMP_SUFFIX = ".tmp"
 
 
 def remove_stale_temporaries(path: Path) -> None:
-    """Delete temporary files that killed writers of ``path`` left behind."""
-    for tmp in path.parent.glob(f".{path.name}.tmp*"):
-        tmp.unlink(missing_ok=True)
+    """Delete temporary files that killed writers of ``path`` left behind (call while holding
+    the file's lock, so that no live writer owns one). Covers the current names
+    ``.<name>.<random>.tmp`` and the older ``.<name>.tmp<pid>``; links are removed, never
+    followed."""
+    prefix = f".{path.name}."
+    for entry in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        rest = entry.name[len(prefix):]
+        if rest.endswith(TEMP_SUFFIX) or (rest.startswith("tmp") and rest[3:].isdigit()):
+            entry.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the glob metacharacters ``*?[`` escaped."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
 
 
 def _fsync(path: Path) -> None:
@@ -150,29 +182,56 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _content_hash(attrs: dict[str, Any], strings: dict[str, list[str]]) -> str:
+    """SHA-256 of the attributes and string datasets (what Fletcher-32 cannot cover)."""
+    text = json.dumps({"attrs": {k: v for k, v in attrs.items() if k != CONTENT_HASH},
+                       "strings": strings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _string_datasets(state: DatasetState) -> dict[str, list[str]]:
+    out = {"parameter_names": [str(v) for v in state.parameter_names],
+           "failure_reason": [str(v) for v in state.failure_reason]}
+    for key, value in state.observable_coords.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "UO":
+            out[f"observable_coords/{key}"] = [str(v) for v in value]
+    return out
+
+
 def _write(f: h5py.File, state: DatasetState) -> None:
+    attrs = {k: v for k, v in state.attrs.items() if k != CONTENT_HASH}
     f.attrs["format"] = FORMAT
     f.attrs["format_version"] = FORMAT_VERSION
-    for key, value in state.attrs.items():
+    for key, value in attrs.items():
         f.attrs[key] = value
     text = h5py.string_dtype()
     labels = {"y": ("sample", "parameter"), "c": ("sample", "observable")}
     for name in _SAMPLE_ARRAYS:
         data = getattr(state, name)
-        dtype = {"status": STATUS_DTYPE, "failure_reason": text}.get(name, data.dtype)
-        dset = f.create_dataset(name, data=data, dtype=dtype)
+        if name == "failure_reason":
+            dset = f.create_dataset(name, data=data, dtype=text)
+        else:
+            dtype = STATUS_DTYPE if name == "status" else data.dtype
+            dset = f.create_dataset(name, data=data, dtype=dtype, fletcher32=True)
         for axis, label in enumerate(labels.get(name, ("sample",))):
             dset.dims[axis].label = label
     f.create_dataset("parameter_names", data=state.parameter_names, dtype=text)
     coords = f.create_group("observable_coords")
     for key, value in state.observable_coords.items():
         value = np.asarray(value)
-        coords.create_dataset(key, data=value.astype(object) if value.dtype.kind == "U" else value,
-                              dtype=text if value.dtype.kind in "UO" else value.dtype)
+        if value.dtype.kind in "UO":
+            coords.create_dataset(key, data=value.astype(object), dtype=text)
+        else:
+            coords.create_dataset(key, data=value, fletcher32=True)
     if state.splits is not None:
         group = f.create_group("splits")
         for name in SPLIT_NAMES:
-            group.create_dataset(name, data=np.asarray(state.splits[name], dtype=np.int64))
+            group.create_dataset(name, data=np.asarray(state.splits[name], dtype=np.int64),
+                                 fletcher32=True)
+    # the hash of the attributes as they read back (numpy scalars -> Python values)
+    stored = {k: _python(f.attrs[k]) for k in attrs}
+    f.attrs[CONTENT_HASH] = _content_hash(stored, _string_datasets(state))
 
 
 def read_state(path: str | os.PathLike) -> DatasetState:
@@ -191,13 +250,32 @@ def read_state(path: str | os.PathLike) -> DatasetState:
         with h5py.File(path, "r") as f:
             _check_header(path, f)
             state = _read(path, f)
+            stored_hash = _python(f.attrs.get(CONTENT_HASH, ""))
     except DatasetFileError:
         raise
     except Exception as exc:  # any h5py/HDF5 failure on a damaged file
         raise DatasetFileError(f"{path}: cannot be read as an HDF5 dataset (truncated or "
                                f"corrupt?): {_first_line(exc)}") from None
+    if stored_hash and stored_hash != _content_hash(state.attrs, _string_datasets(state)):
+        raise DatasetFileError(
+            f"{path}: checksum mismatch in the attributes or string datasets (/parameter_names, "
+            "/failure_reason, /observable_coords): the file is corrupt")
     _check_shapes(path, state)
     return state
+
+
+def _dataset(path: Path, f: h5py.File, name: str, strings: bool = False) -> np.ndarray:
+    """Read the dataset ``name`` whole; a failed checksum or read names it."""
+    try:
+        dset = f[name]
+        return np.asarray(dset.asstr()[()], dtype=object) if strings else dset[()]
+    except KeyError:
+        raise DatasetFileError(f"{path}: dataset /{name} is missing") from None
+    except Exception as exc:  # checksum failure ("filter returned failure") or damage
+        check = " (Fletcher-32 checksum failed: the stored bytes were changed)" \
+            if "filter" in str(exc) else ""
+        raise DatasetFileError(f"{path}: dataset /{name} cannot be read{check}: "
+                               f"{_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -223,29 +301,31 @@ def _check_header(path: Path, f: h5py.File) -> None:
 
 
 def _read(path: Path, f: h5py.File) -> DatasetState:
-    attrs = {k: _python(f.attrs[k]) for k in f.attrs if k not in ("format", "format_version")}
+    attrs = {k: _python(f.attrs[k]) for k in f.attrs
+             if k not in ("format", "format_version", CONTENT_HASH)}
     try:
         json.loads(attrs["config"])
     except (TypeError, json.JSONDecodeError):
         raise DatasetFileError(f"{path}: attribute 'config' is not valid JSON") from None
-    coords = {k: _strings_or_array(d) for k, d in f.get("observable_coords", {}).items()}
+    coords = {}
+    for key, dset in f.get("observable_coords", {}).items():
+        strings = h5py.check_string_dtype(dset.dtype) is not None
+        value = _dataset(path, f, f"observable_coords/{key}", strings)
+        coords[key] = value.astype(str) if strings else value
     splits = None
     if "splits" in f:
-        splits = {name: f["splits"][name][()].astype(np.int64) for name in SPLIT_NAMES}
+        splits = {name: _dataset(path, f, f"splits/{name}").astype(np.int64)
+                  for name in SPLIT_NAMES}
     return DatasetState(
-        attrs=attrs, parameter_names=list(f["parameter_names"].asstr()[()]),
-        y=f["y"][()].astype(np.float64), c=f["c"][()].astype(np.float64),
-        status=f["status"][()].astype(np.uint8), solve_time=f["solve_time"][()].astype(float),
-        attempts=f["attempts"][()].astype(np.uint8),
-        solver_rank=f["solver_rank"][()].astype(np.int32),
-        failure_reason=np.asarray(f["failure_reason"].asstr()[()], dtype=object),
+        attrs=attrs,
+        parameter_names=[str(v) for v in _dataset(path, f, "parameter_names", True)],
+        y=_dataset(path, f, "y").astype(np.float64), c=_dataset(path, f, "c").astype(np.float64),
+        status=_dataset(path, f, "status").astype(np.uint8),
+        solve_time=_dataset(path, f, "solve_time").astype(float),
+        attempts=_dataset(path, f, "attempts").astype(np.uint8),
+        solver_rank=_dataset(path, f, "solver_rank").astype(np.int32),
+        failure_reason=_dataset(path, f, "failure_reason", True),
         observable_coords=coords, splits=splits)
-
-
-def _strings_or_array(dset: h5py.Dataset) -> np.ndarray:
-    if h5py.check_string_dtype(dset.dtype) is not None:
-        return np.asarray(dset.asstr()[()], dtype=str)
-    return dset[()]
 
 
 def _python(value: Any) -> Any:
@@ -269,6 +349,11 @@ def _check_shapes(path: Path, s: DatasetState) -> None:
         problems.append(f"{len(s.parameter_names)} parameter names for {p} parameters")
     if np.any(s.status > FAILED):
         problems.append("status holds unknown codes")
+    if s.y.ndim == 2 and not np.all(np.isfinite(s.y)):
+        problems.append("/y holds non-finite parameters")
+    if s.c.ndim == 2 and s.c.shape[0] == n and s.status.shape == (n,) and \
+            not np.all(np.isfinite(s.c[s.status == OK])):
+        problems.append("/c holds non-finite observables of samples marked ok")
     m = s.c.shape[-1]
     problems += [f"observable coordinate {k!r} has shape {v.shape}, expected ({m},)"
                  for k, v in s.observable_coords.items() if v.shape != (m,)]

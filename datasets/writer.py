@@ -19,8 +19,10 @@ the process dies) keeps two jobs from writing the same file.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.config import differences
-from datasets.errors import ConfigMismatchError, DatasetFileError
+from datasets.errors import ConfigMismatchError, DatasetFileError, DatasetWriteError
 from datasets.provenance import now, software_versions
 from datasets.sampling import draw_all_parameters
 from datasets.splits import SPLIT_NAMES, SplitSpec, make_splits
@@ -42,6 +44,8 @@ from datasets.storage import (
     remove_stale_temporaries,
     write_atomic,
 )
+from solvers.base import format_bytes
+from solvers.output import OutputPathError, make_parents, remove_folders, resolve_output
 
 #: a checkpoint waits at least this many times its predecessor's write time
 CHECKPOINT_COST_FACTOR = 20.0
@@ -65,8 +69,9 @@ class DatasetWriter:
     """
 
     def __init__(self, path: Path, state: DatasetState, lock: IO[str],
-                 checkpoint_interval: float, progress: bool):
+                 checkpoint_interval: float, progress: bool, created: list[Path] | None = None):
         self.path = path
+        self._created = created or []
         self.state = state
         self._lock = lock
         self._interval = checkpoint_interval
@@ -101,17 +106,26 @@ class DatasetWriter:
         ConfigMismatchError
             The file was started with a different configuration.
         """
-        path = Path(path)
+        given = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = resolve_output(given, "--out")  # a symlink: write its target
+        except OutputPathError as exc:
+            raise DatasetFileError(str(exc)) from None
+        created: list[Path] = []
+        try:
+            created = make_parents(path)
             lock = _acquire_lock(path)
         except OSError as exc:
-            raise DatasetFileError(f"{path}: cannot write here: {exc.strerror}") from None
+            remove_folders(created)
+            raise DatasetFileError(f"{given}: cannot write here: {exc.strerror}") from None
+        except BaseException:
+            remove_folders(created)
+            raise
         try:
             remove_stale_temporaries(path)
             config = json.loads(json.dumps(config))
             gen = config["generation"]
-            y = draw_all_parameters(solver, gen["seed"], gen["samples"])
+            y = draw_all_parameters(solver, gen["seed"], gen["samples"], progress)
             if path.exists():
                 state = _resume_state(path, config, y)
             else:
@@ -122,13 +136,13 @@ class DatasetWriter:
             runs.append({"started": now(), "n_ranks": n_ranks, "solved": 0,
                          "git_commit": state.attrs["git_commit"]})
             state.attrs["runs"] = json.dumps(runs)
-            writer = cls(path, state, lock, checkpoint_interval, progress)
+            writer = cls(path, state, lock, checkpoint_interval, progress, created)
             writer.checkpoint()
         except OSError as exc:
-            lock.close()
+            _discard(path, lock, created)
             raise DatasetFileError(f"{path}: cannot write: {exc}") from None
         except BaseException:
-            lock.close()
+            _discard(path, lock, created)
             raise
         return writer
 
@@ -162,7 +176,12 @@ class DatasetWriter:
         start = time.perf_counter()
         self._runs[-1]["solved"] = self.n_recorded
         self.state.attrs.update(updated=now(), runs=json.dumps(self._runs))
-        write_atomic(self.path, self.state)
+        try:
+            write_atomic(self.path, self.state)
+        except OSError as exc:
+            error = write_error(self.path, exc, self.state)
+            self.abandon()
+            raise error from None
         end = time.perf_counter()
         self._next_checkpoint = end + max(self._interval,
                                           CHECKPOINT_COST_FACTOR * (end - start))
@@ -189,6 +208,45 @@ class DatasetWriter:
         """Close the progress bar and release the lock."""
         self._bar.close()
         self._lock.close()
+
+    def abandon(self) -> None:
+        """Close after an error: as :meth:`close`, and if no file was ever written, remove the
+        lock file and the folders this job created for it."""
+        self._bar.close()
+        _discard(self.path, self._lock, self._created)
+
+
+def _discard(path: Path, lock: IO[str], created: list[Path]) -> None:
+    """Release the lock; if ``path`` does not exist (nothing to resume), also remove the lock
+    file and the folders created for the output, so an error leaves nothing behind."""
+    if not path.exists():
+        Path(lock.name).unlink(missing_ok=True)
+        remove_folders(created)
+    lock.close()
+
+
+def write_error(path: Path, exc: OSError, state: DatasetState) -> DatasetWriteError:
+    """A clear message for a failed checkpoint: what failed, free space, what is left."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT) or "space" in str(exc).lower()
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    need = state.y.nbytes + state.c.nbytes
+    if free is not None and free < need:
+        full = True
+    reason = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    text = f"{path}: cannot write the dataset: "
+    text += ("the disk is full" if full else reason)
+    if free is not None:
+        text += f" ({format_bytes(free)} free in {path.parent}, the file needs about " \
+                f"{format_bytes(need)})"
+    if path.exists():
+        text += "; the previous version of the file is intact and holds the samples of the " \
+                "last checkpoint; free some space and run the same command again to resume"
+    else:
+        text += "; no file was written"
+    return DatasetWriteError(text + " (temporary file removed)")
 
 
 def _acquire_lock(path: Path) -> IO[str]:

@@ -35,6 +35,11 @@ def make_solver(name: str, comm: Any = None, **settings: Any) -> PDESolver:
     """Build the solver ``name`` on ``comm`` (default COMM_SELF) with SPEC defaults overridden
     by ``settings``."""
     cls = solver_class(name)
+    defaults = getattr(importlib.import_module(cls.__module__), "DEFAULTS", None)
+    unknown = sorted(set(settings) - set(defaults)) if defaults is not None else []
+    if unknown:
+        raise SolverSettingsError(f"unknown {name.upper()} setting(s) {unknown}; valid: "
+                                  f"{sorted(defaults)}")
     if comm is None:
         import dolfinx_solver  # noqa: F401  (loads the matching MPI before mpi4py)
         from mpi4py import MPI

@@ -59,9 +59,15 @@ from petsc4py import PETSc
 from solvers.base import (
     SolveError,
     SolverSettingsError,
+    check_bool,
+    check_finite,
+    check_int,
+    check_memory,
+    check_numbers,
     check_parameter_vector,
     check_positive,
     check_positive_int,
+    format_bytes,
 )
 
 #: SPEC 1 observation points (x1, x2); all are nodes of the default 150 x 150 mesh.
@@ -113,6 +119,22 @@ DEFAULTS: dict[str, Any] = {
 
 
 Levels = list[tuple[int, int, float, float]]
+
+#: Memory model (bytes) used to refuse settings that cannot fit, from peak-RSS measurements on
+#: one rank (150^2 cells -> 131 MiB, 300^2 -> 289 MiB, about 2.4 kB per node with the LU
+#: factors), with head-room for the fill of larger factorisations; per quadrature point; and
+#: per point of the reaction table (grid, values, derivatives, 4 coefficient arrays and the
+#: exponentials of up to 10 level gaps).
+BYTES_PER_NODE = 4000
+BYTES_PER_QUADRATURE_POINT = 48
+BYTES_PER_TABLE_POINT = 8 * 24
+
+#: most time-step halvings accepted (dt / 2^40 is ~1e-14 for the SPEC dt)
+MAX_HALVINGS_LIMIT = 40
+#: most Newton iterations per step accepted
+MAX_NEWTON_ITERATIONS = 10_000
+#: most time steps accepted (final_time / dt)
+MAX_TIME_STEPS = 10_000_000
 
 
 def reaction_levels(logistic_c: float = 1e-3, level_start: float = 5.0,
@@ -400,48 +422,52 @@ class CDRSolver:
         self.dt = check_positive(s["dt"], "dt")
         self.final_time = check_positive(s["final_time"], "final_time")
         n_steps = self.final_time / self.dt
+        if n_steps > MAX_TIME_STEPS:
+            raise SolverSettingsError(
+                f"final_time / dt = {self.final_time:g} / {self.dt:g} = {n_steps:.3g} time "
+                f"steps; at most {MAX_TIME_STEPS:.0e} are accepted")
         if abs(n_steps - round(n_steps)) > 1e-8 * n_steps:
             raise SolverSettingsError(
                 f"final_time / dt must be an integer, got {self.final_time} / {self.dt} = "
                 f"{n_steps}")
         self.n_steps = int(round(n_steps))
         self.diffusion = check_positive(s["diffusion"], "diffusion")
-        vel = tuple(float(v) for v in s["velocity"])
-        if len(vel) != 3 or not all(np.isfinite(vel)):
-            raise SolverSettingsError(f"velocity must be 3 finite numbers, got {s['velocity']!r}")
-        self.velocity = vel
+        self.velocity = check_numbers(s["velocity"], 3, "velocity")
         self.sources = self._check_sources(s["sources"])
         self.source_width = check_positive(s["source_width"], "source_width")
-        field_ = tuple(float(v) for v in s["reaction_field"])
-        if len(field_) != 3 or not all(np.isfinite(field_)):
-            raise SolverSettingsError(
-                f"reaction_field must be 3 finite numbers, got {s['reaction_field']!r}")
-        self.reaction_field = field_
-        self.level_start = float(s["level_start"])
+        self.reaction_field = check_numbers(s["reaction_field"], 3, "reaction_field")
+        self.level_start = check_finite(s["level_start"], "level_start")
         self.level_spacing = check_positive(s["level_spacing"], "level_spacing")
-        self.n_levels = check_positive_int(s["n_levels"], "n_levels")
-        if self.n_levels < 2:
-            raise SolverSettingsError(f"n_levels must be >= 2, got {self.n_levels}")
-        self.reaction_amplitude = float(s["reaction_amplitude"])
-        if not np.isfinite(self.reaction_amplitude) or self.reaction_amplitude < 0:
-            raise SolverSettingsError(
-                f"reaction_amplitude must be finite and >= 0, got {s['reaction_amplitude']!r}")
-        self.logistic_c = float(s["logistic_c"])
+        self.n_levels = check_int(s["n_levels"], "n_levels", 2, 1000)
+        self.reaction_amplitude = check_finite(s["reaction_amplitude"], "reaction_amplitude",
+                                               0.0)
+        self.logistic_c = check_finite(s["logistic_c"], "logistic_c")
         if not 0.0 < self.logistic_c < 0.5:
             raise SolverSettingsError(f"logistic_c must be in (0, 0.5), got {self.logistic_c}")
-        self.levels = reaction_levels(self.logistic_c, self.level_start, self.level_spacing,
-                                      self.n_levels)
+        try:
+            self.levels = reaction_levels(self.logistic_c, self.level_start,
+                                          self.level_spacing, self.n_levels)
+        except (OverflowError, ZeroDivisionError):
+            self.levels = []
+        if not self.levels or not all(math.isfinite(a) and math.isfinite(c) and c >= 0
+                                      for _, _, a, c in self.levels):
+            raise SolverSettingsError(
+                f"n_levels = {self.n_levels} with level_start = {self.level_start:g} and "
+                f"level_spacing = {self.level_spacing:g}: the logistic constants "
+                "exp(a_ij u_i) / C overflow float64 (SPEC 1: 11 levels; at most about 50 "
+                "levels are representable)")
         self.n_parameters = len(self.levels)
         self.parameter_names = tuple(f"r_{i}_{j}" for i, j, _, _ in self.levels)
-        pts = np.asarray(s["points"], dtype=np.float64)
+        pts = self._float_array(s["points"], "points")
         if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
             raise SolverSettingsError(f"points must have shape (n, 2), got {pts.shape}")
         if np.any(~np.isfinite(pts)) or np.any(pts < 0) or np.any(pts > 1):
             raise SolverSettingsError(f"points must lie in [0, 1]^2, got {pts.tolist()}")
         self.points = pts
-        times = np.asarray(s["output_times"], dtype=np.float64)
-        steps = times / self.dt
-        if times.ndim != 1 or times.size == 0:
+        times = self._float_array(s["output_times"], "output_times")
+        with np.errstate(over="ignore", invalid="ignore"):
+            steps = times / self.dt
+        if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)):
             raise SolverSettingsError("output_times must be a non-empty list of times")
         bad = (np.abs(steps - np.round(steps)) > 1e-8) | (steps < 0.5) | \
             (np.round(steps) > self.n_steps)
@@ -453,44 +479,73 @@ class CDRSolver:
         self._output_steps = np.round(steps).astype(int)
         self.newton_rtol = check_positive(s["newton_rtol"], "newton_rtol")
         self.newton_atol = check_positive(s["newton_atol"], "newton_atol")
-        self.newton_max_iterations = check_positive_int(s["newton_max_iterations"],
-                                                        "newton_max_iterations")
-        self.max_halvings = int(s["max_halvings"])
-        if self.max_halvings < 0:
-            raise SolverSettingsError(f"max_halvings must be >= 0, got {self.max_halvings}")
-        self.quadrature_degree = check_positive_int(s["quadrature_degree"], "quadrature_degree")
-        if s["linear_solver"] not in ("lu", "gmres"):
+        for key in ("newton_rtol", "newton_atol"):
+            if getattr(self, key) >= 1:
+                raise SolverSettingsError(f"{key} must be in (0, 1), got {s[key]!r}")
+        self.newton_max_iterations = check_int(s["newton_max_iterations"],
+                                               "newton_max_iterations", 1,
+                                               MAX_NEWTON_ITERATIONS)
+        self.max_halvings = check_int(s["max_halvings"], "max_halvings", 0, MAX_HALVINGS_LIMIT)
+        self.quadrature_degree = check_int(s["quadrature_degree"], "quadrature_degree", 1, 30)
+        if not isinstance(s["linear_solver"], str) or s["linear_solver"] not in ("lu", "gmres"):
             raise SolverSettingsError(
                 f"linear_solver must be 'lu' or 'gmres', got {s['linear_solver']!r}")
         self.linear_solver = s["linear_solver"]
-        self.predictor = bool(s["predictor"])
-        self.reaction_table_step = float(s["reaction_table_step"])
-        if not np.isfinite(self.reaction_table_step) or self.reaction_table_step < 0:
-            raise SolverSettingsError(
-                f"reaction_table_step must be >= 0, got {s['reaction_table_step']!r}")
-        lo, hi = (float(v) for v in s["reaction_table_range"])
+        self.predictor = check_bool(s["predictor"], "predictor")
+        self.reaction_table_step = check_finite(s["reaction_table_step"],
+                                                "reaction_table_step", 0.0)
+        lo, hi = check_numbers(s["reaction_table_range"], 2, "reaction_table_range")
         if not lo < hi:
             raise SolverSettingsError(f"reaction_table_range must be (lo, hi) with lo < hi, got "
                                       f"{s['reaction_table_range']!r}")
         self.reaction_table_range = (lo, hi)
         self.n_observables = self.points.shape[0] * self.output_times.size
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Refuse a mesh, quadrature or reaction table whose estimated memory does not fit."""
+        size = self.comm.size
+        nodes = (self.n_cells + 1) ** 2 / size
+        q_points = self.n_cells ** 2 * ((self.quadrature_degree + 2) // 2) ** 2 / size
+        lo, hi = self.reaction_table_range
+        table = (math.ceil((hi - lo) / self.reaction_table_step) + 1
+                 if self.reaction_table_step > 0 else 0)
+        parts = {f"n_cells = {self.n_cells} ({nodes * size:.3g} nodes)": BYTES_PER_NODE * nodes,
+                 f"quadrature_degree = {self.quadrature_degree} ({q_points * size:.3g} "
+                 "quadrature points)": BYTES_PER_QUADRATURE_POINT * q_points,
+                 f"reaction_table_step = {self.reaction_table_step:g} over "
+                 f"reaction_table_range = {list(self.reaction_table_range)} ({table:.3g} "
+                 "table points)": BYTES_PER_TABLE_POINT * table}
+        main = max(parts, key=parts.get)
+        check_memory(sum(parts.values()) + 64 * 2**20,
+                     f"{main}, {format_bytes(parts[main])} for this part alone,")
+
+    @staticmethod
+    def _float_array(value: Any, name: str) -> np.ndarray:
+        """``value`` as a float64 array, or SolverSettingsError."""
+        try:
+            if isinstance(value, str | bytes | dict):
+                raise TypeError
+            return np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise SolverSettingsError(f"{name} must be a list of numbers, got {value!r}") from None
 
     @staticmethod
     def _check_sources(sources: Any) -> tuple[dict[str, Any], ...]:
+        if isinstance(sources, str | bytes | dict) or not hasattr(sources, "__iter__"):
+            raise SolverSettingsError(f"sources must be a list of tables with keys "
+                                      f"{list(_SOURCE_KEYS)}, got {sources!r}")
         out = []
         for k, src in enumerate(sources):
             if not isinstance(src, dict) or set(src) != set(_SOURCE_KEYS):
                 raise SolverSettingsError(
                     f"sources[{k}] must be a table with keys {list(_SOURCE_KEYS)}, got {src!r}")
-            if src["function"] not in ("sin", "cos"):
+            if not isinstance(src["function"], str) or src["function"] not in ("sin", "cos"):
                 raise SolverSettingsError(
                     f"sources[{k}].function must be 'sin' or 'cos', got {src['function']!r}")
-            center = tuple(float(v) for v in src["center"])
-            numbers = [float(src[key]) for key in ("amplitude", "offset", "modulation",
-                                                   "frequency")]
-            if len(center) != 2 or not np.all(np.isfinite([*center, *numbers])):
-                raise SolverSettingsError(f"sources[{k}] has a non-finite or malformed value: "
-                                          f"{src!r}")
+            center = check_numbers(src["center"], 2, f"sources[{k}].center")
+            numbers = [check_finite(src[key], f"sources[{k}].{key}")
+                       for key in ("amplitude", "offset", "modulation", "frequency")]
             out.append({"amplitude": numbers[0], "offset": numbers[1], "modulation": numbers[2],
                         "function": src["function"], "frequency": numbers[3],
                         "center": center})
@@ -917,6 +972,10 @@ def plot_solution(solver: CDRSolver, result: CDRResult, path: str | Path) -> Non
         ax1.plot(solver.output_times, obs[:, p], "o-", ms=3, label=f"point {p}")
     ax1.set(xlabel="t", ylabel="u(x_p, t)", title="observables c")
     ax1.legend(fontsize=8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from solvers.output import write_atomic
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, dpi=120), "figure")
+    finally:
+        plt.close(fig)

@@ -50,9 +50,15 @@ from petsc4py import PETSc
 from solvers.base import (
     SolveError,
     SolverSettingsError,
+    check_bool,
+    check_finite,
+    check_int,
+    check_memory,
+    check_numbers,
     check_parameter_vector,
     check_positive,
     check_positive_int,
+    format_bytes,
 )
 
 #: Constructor defaults: SPEC 2 values, then the linear-solver choices (module docstring).
@@ -85,6 +91,21 @@ PRECONDITIONERS = ("auto", "icc", "gamg")
 #: rtol 1e-10, CPU seconds): 60,025 nodes ICC(1) 88 its 0.12 s vs GAMG 16 its 0.14 s;
 #: 461,041 nodes ICC(1) 163 its ~2.5 s vs GAMG 16 its 1.5 s.
 AUTO_ICC_MAX_NODES = 200_000
+
+#: Largest |contrast| accepted: the conductivity spans [1, e^|contrast|], and beyond a ratio of
+#: 1e15 (|contrast| = 34.5) the operator's condition number exceeds what float64 CG can resolve
+#: (at contrast = 1000 the conductivity overflows to inf and the solve never ends).
+MAX_CONTRAST = math.log(1e15)
+
+#: Upper bound of CG iterations accepted for ``max_iterations``.
+MAX_ITERATIONS_LIMIT = 10_000_000
+
+#: Memory model (bytes) used to refuse meshes that cannot fit, from peak-RSS measurements on
+#: one rank (bench/bench_dcr.py sizes: 48 x 48 x 24 -> 73 MiB, 96 x 96 x 48 -> 324 MiB, i.e.
+#: about 660 B per node), with head-room: per node, and per receiver point of the observation
+#: matrix (4 interpolation stencils of 8 weights each, while it is built).
+BYTES_PER_NODE = 900
+BYTES_PER_RECEIVER = 1600
 
 #: Relative tolerance for "this coordinate lies on a mesh node".
 _NODE_TOL = 1e-9
@@ -243,27 +264,29 @@ class DCRSolver:
         self.angle_range = _as_range(angle_range, "angle_range")
         if self.size_range[0] <= 0:
             raise SolverSettingsError(f"size_range must be > 0, got {size_range!r}")
-        center = tuple(float(v) for v in body_center)
-        if len(center) != 2 or not all(math.isfinite(v) for v in center):
+        self.body_center = check_numbers(body_center, 2, "body_center")
+        try:
+            self.contrast = check_finite(contrast, "contrast", -MAX_CONTRAST, MAX_CONTRAST)
+        except SolverSettingsError:
             raise SolverSettingsError(
-                f"body_center must be 2 finite numbers (x1, x2), got {body_center!r}")
-        self.body_center = center
-        self.contrast = float(contrast)
-        if not math.isfinite(self.contrast):
-            raise SolverSettingsError(f"contrast must be finite, got {contrast!r}")
+                f"contrast = {contrast!r} is refused: m = exp(contrast * ...) would span "
+                f"[1, e^|contrast|]; |contrast| must be at most {MAX_CONTRAST:.4g} "
+                "(conductivity ratio 1e15; SPEC 2: 10)") from None
         self.anisotropy = check_positive(anisotropy, "anisotropy")
-        self.allow_extrapolation = bool(allow_extrapolation)
+        if self.anisotropy > 1e6:
+            raise SolverSettingsError(f"anisotropy must be in (0, 1e6], got {anisotropy!r}")
+        self.allow_extrapolation = check_bool(allow_extrapolation, "allow_extrapolation")
         self.rtol = check_positive(rtol, "rtol")
-        self.max_iterations = check_positive_int(max_iterations, "max_iterations")
-        if preconditioner not in PRECONDITIONERS:
+        if self.rtol >= 1:
+            raise SolverSettingsError(f"rtol must be in (0, 1), got {rtol!r}")
+        self.max_iterations = check_int(max_iterations, "max_iterations", 1,
+                                        MAX_ITERATIONS_LIMIT)
+        if not isinstance(preconditioner, str) or preconditioner not in PRECONDITIONERS:
             raise SolverSettingsError(
                 f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
         self.preconditioner = preconditioner
-        if isinstance(factor_levels, bool) or not float(factor_levels).is_integer() \
-                or int(factor_levels) < 0:
-            raise SolverSettingsError(f"factor_levels must be an integer >= 0, got "
-                                      f"{factor_levels!r}")
-        self.factor_levels = int(factor_levels)
+        self.factor_levels = check_int(factor_levels, "factor_levels", 0, 20)
+        self._check_memory()
         #: CG iterations of the last solve (for benchmarks and logs).
         self.last_iterations = 0
         self._build_layout()
@@ -273,10 +296,9 @@ class DCRSolver:
 
     # ------------------------------------------------------------------ settings
     def _validate_mesh(self, n_cells: Any, domain: Any) -> None:
-        try:
-            cells = list(n_cells)
-        except TypeError as exc:
-            raise SolverSettingsError(f"n_cells must be 3 integers, got {n_cells!r}") from exc
+        if isinstance(n_cells, str | bytes | dict) or not hasattr(n_cells, "__iter__"):
+            raise SolverSettingsError(f"n_cells must be 3 integers, got {n_cells!r}")
+        cells = list(n_cells)
         if len(cells) != 3:
             raise SolverSettingsError(f"n_cells must be 3 integers, got {n_cells!r}")
         self.n_cells = tuple(check_positive_int(c, f"n_cells[{d}]") for d, c in enumerate(cells))
@@ -285,10 +307,26 @@ class DCRSolver:
         self.h = tuple(L / n for L, n in zip(self.domain, self.n_cells, strict=True))
         self.n_nodes_axis = tuple(n + 1 for n in self.n_cells)
         self.n_nodes = math.prod(self.n_nodes_axis)
+        if self.n_nodes > 2**31 - 1:
+            raise SolverSettingsError(
+                f"n_cells = {list(self.n_cells)} gives {self.n_nodes:.3g} nodes, more than "
+                "PETSc's 32-bit indices allow (2^31 - 1)")
         if self.comm.size > self.n_nodes_axis[2]:
             raise SolverSettingsError(
                 f"{self.comm.size} ranks but only {self.n_nodes_axis[2]} node planes in x3 "
                 f"(n_cells = {self.n_cells}); use at most n3 + 1 ranks")
+
+    def _check_memory(self) -> None:
+        """Refuse a mesh or receiver count whose estimated memory does not fit (per rank)."""
+        nodes = self.n_nodes / self.comm.size
+        receivers = 4 * self.n_receivers ** 2
+        estimate = BYTES_PER_NODE * nodes + BYTES_PER_RECEIVER * receivers + 64 * 2**20
+        what = (f"n_cells = {list(self.n_cells)} ({self.n_nodes:.3g} nodes"
+                + (f" on {self.comm.size} ranks" if self.comm.size > 1 else "")
+                + f") with n_receivers = {self.n_receivers} ({self.n_observables:.3g} "
+                f"observables; estimate {format_bytes(BYTES_PER_NODE)} per node, "
+                f"{format_bytes(BYTES_PER_RECEIVER)} per receiver point)")
+        check_memory(estimate, what)
 
     def _node_of(self, point: Any, name: str) -> tuple[tuple[float, float, float], int]:
         """Validate an electrode position; return it and its node index (x1 fastest)."""
@@ -308,10 +346,7 @@ class DCRSolver:
         return x, idx[0] + N1 * (idx[1] + N2 * idx[2])
 
     def _validate_receivers(self, start: Any, spacing: Any, n: Any, step: Any) -> None:
-        try:
-            self.receiver_start = float(start)
-        except (TypeError, ValueError) as exc:
-            raise SolverSettingsError(f"receiver_start must be a number, got {start!r}") from exc
+        self.receiver_start = check_finite(start, "receiver_start")
         self.receiver_spacing = check_positive(spacing, "receiver_spacing")
         self.n_receivers = check_positive_int(n, "n_receivers")
         self.difference_step = check_positive(step, "difference_step")
@@ -586,7 +621,13 @@ class DCRSolver:
 
     def _solve(self, m_pad: np.ndarray, rhs_local: np.ndarray, sample: int | None) -> np.ndarray:
         """Assemble A(m), solve A u = rhs (zero-mean u), return the owned part of u."""
-        self._A.setValuesCSR(self._indptr, self._indices, self._operator_values(m_pad))
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = self._operator_values(m_pad)
+        if not np.all(np.isfinite(values)):
+            raise SolveError("the operator A(m) has non-finite entries (conductivity "
+                             f"overflow; max m = {np.max(m_pad):.3g}); not solving",
+                             sample=sample)
+        self._A.setValuesCSR(self._indptr, self._indices, values)
         self._A.assemble()
         self._b.getArray()[:] = rhs_local
         self._nullspace.remove(self._b)
@@ -754,5 +795,10 @@ def plot_solution(solver: DCRSolver, y: Any, c: np.ndarray, path: str | Path) ->
     y = np.asarray(y, dtype=float)
     fig.suptitle(f"DCR ({n1} x {n2} x {n3} cells): y = (depth {y[0]:.3f}, size {y[1]:.3f}, "
                  f"angle {y[2]:.3f})")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from solvers.output import write_atomic
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, dpi=100), "figure")
+    finally:
+        plt.close(fig)
