@@ -149,9 +149,9 @@ def test_parameter_count_of_the_estimate_is_the_network_size():
 # --- data -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("y_shape, c_shape, message", [
-    ((80, 0), (80, 6), "no input features (y has shape (80, 0))"),
-    ((80, 4), (80, 0), "no observables (c has shape (80, 0))"),
-    ((0, 4), (0, 6), "no training samples (the file has 0 samples)"),
+    ((80, 0), (80, 6), "'y' is empty (shape (80, 0))"),     # refused by the dataset reader
+    ((80, 4), (80, 0), "'c' is empty (shape (80, 0))"),
+    ((0, 4), (0, 6), "'y' is empty (shape (0, 4))"),
 ])
 def test_data_without_features_or_samples_is_refused(tmp_path, fast, capsys, y_shape, c_shape,
                                                      message):
