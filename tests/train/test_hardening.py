@@ -164,10 +164,13 @@ def test_data_without_features_or_samples_is_refused(tmp_path, fast, capsys, y_s
 
 # --- non-finite values ----------------------------------------------------------------------
 
-def test_targets_near_the_float64_limit_train_like_unscaled_ones(tmp_path, data, fast):
+def test_huge_targets_train_like_unscaled_ones_or_are_refused(tmp_path, data, fast, capsys):
+    """Targets scaled by 1e90 train to the same relative errors (scale-free normalisation);
+    1e300 is refused by the dataset reader (implausible magnitude) before anything trains.
+    The overflow-free normaliser at 1e300 is tested directly below."""
     raw = np.load(data)
     big = tmp_path / "big.npz"
-    np.savez(big, y=raw["y"], c=raw["c"] * 1e300)
+    np.savez(big, y=raw["y"], c=raw["c"] * 1e90)
     assert train(data, fast, tmp_path / "ref", method="gnvpro") == 0
     assert train(big, fast, tmp_path / "big", method="gnvpro") == 0
     s = load_surrogate(tmp_path / "big")
@@ -177,8 +180,13 @@ def test_targets_near_the_float64_limit_train_like_unscaled_ones(tmp_path, data,
     for split in ("train", "validation", "test"):
         assert got[split]["mean"] == pytest.approx(ref[split]["mean"], rel=1e-6)
     y = raw["y"][:5]
-    np.testing.assert_allclose(s.predict(y), 1e300 * load_surrogate(tmp_path / "ref").predict(y),
+    np.testing.assert_allclose(s.predict(y), 1e90 * load_surrogate(tmp_path / "ref").predict(y),
                                rtol=1e-6)
+    capsys.readouterr()
+    np.savez(big, y=raw["y"], c=raw["c"] * 1e300)
+    assert train(big, fast, tmp_path / "huge", method="gnvpro") == 2
+    assert "magnitude" in capsys.readouterr().err
+    assert not (tmp_path / "huge").exists()
 
 
 def test_normaliser_statistics_do_not_overflow_and_non_finite_data_is_refused():
