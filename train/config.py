@@ -265,4 +265,9 @@ def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default") 
     if adam["work_units_per_level"] == AUTO:
         total = sum(budget) if isinstance(budget, list) else budget * len(model["levels"])
         adam["work_units_per_level"] = float(total / len(adam["levels"]))
+    for method in ("gnvpro", "gn", "lbfgsvpro", "adam"):
+        wu, lv = cfg[method]["work_units_per_level"], cfg[method].get("levels", model["levels"])
+        if isinstance(wu, list) and len(wu) != len(lv):
+            raise ConfigError(f"{method}.work_units_per_level: {len(wu)} budgets for "
+                              f"{len(lv)} levels {lv}")
     return cfg
