@@ -6,6 +6,9 @@ PY      := $(VENV)/bin/python
 MPIEXEC := $(VENV)/bin/mpiexec
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo-output
+# GNvpro table 2 at paper size (make reproduce REPRODUCE_DATA=/path/to/datasets to reuse them)
+REPRODUCE      ?= reproduce-output
+REPRODUCE_DATA ?= $(REPRODUCE)
 # Demo size: SPEC 1 solver defaults, a smaller dataset than the paper's 800 samples
 # (`make demo DEMO_SAMPLES=800` for the paper size, about 25 min on 2 cores).
 DEMO_SAMPLES ?= 200
@@ -13,7 +16,7 @@ DEMO_RANKS   ?= 2
 # Wall-clock cap for the 2-rank test run, so a rank stuck in a collective cannot hang CI.
 MPI_TEST_TIMEOUT ?= 900
 
-.PHONY: all venv test lint pytest pytest-mpi demo bench clean distclean
+.PHONY: all venv test lint pytest pytest-mpi demo bench reproduce clean distclean
 all: test
 
 # Find an interpreter >= 3.12: $(PYTHON) if given, then python3.14/3.13/3.12/python3 on PATH,
@@ -78,6 +81,11 @@ demo: $(STAMP)
 	@echo "demo outputs in $(DEMO)/: cdr.h5 (dataset), cdr-gnvpro/ (surrogate, history.csv,"
 	@echo "  convergence.png, summary), cdr_field.png (a fresh CDR solve)"
 
+# GNvpro table 2 and figure 2 at paper size, --preset paper (datasets reused from
+# REPRODUCE_DATA or generated there first: CDR 800 ~18 min, DCR 10,000 on 2 ranks).
+reproduce: $(STAMP)
+	$(PY) bench/reproduce_table2.py --data-dir $(REPRODUCE_DATA) --out $(REPRODUCE)
+
 # Speed and memory figures (not tests; several minutes).
 bench: $(STAMP)
 	$(PY) bench/bench_cdr.py
@@ -87,6 +95,6 @@ bench: $(STAMP)
 	$(PY) bench/bench_datasets.py
 
 clean:
-	rm -rf $(DEMO) .pytest_cache .ruff_cache .pytest-rank1.log
+	rm -rf $(DEMO) $(REPRODUCE) .pytest_cache .ruff_cache .pytest-rank1.log
 distclean: clean
 	rm -rf $(VENV)
