@@ -207,6 +207,7 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
             best_row=monitor.best_row, history=monitor.history.rows,
             work_units=counter.units, wall_time=monitor.wall_time()))
 
+    cpu0 = time.process_time()
     trainer = MultilevelTrainer(opt, levels, level_budgets(method, cfg))
     if start_level < len(levels):
         trainer.fit(model, Y, C, monitor, start_level=start_level, on_level_end=on_level_end)
@@ -224,6 +225,7 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
                      else "training mean relative error (no validation split)",
         "work_units": counter.units,
         "wall_time": monitor.wall_time(),
+        "cpu_time": time.process_time() - cpu0,     # this process, all threads (load-proof)
         "stop_reasons": getattr(trainer, "stop_reasons_", []),
         "device": str(device),
     }
