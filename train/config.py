@@ -123,11 +123,13 @@ PAPER_PRESET = {"max_step_radius": 0.0, "periodic_inputs": False, "carry_radius"
 #: The default preset (best surrogate, issue 12): settings that differ from the paper's
 DEFAULT_PRESET = {"max_step_radius": 2.0, "periodic_inputs": True, "carry_radius": True,
                   "patience": 0}
-#: ... and its per-problem values (budgets per level for GNvpro / full GN / L-BFGSvpro)
+#: ... and its per-problem values (budgets per level for GNvpro / full GN / L-BFGSvpro):
+#: more work units on the coarse levels, where one costs 1/4 (d = 2) and 1/2 (d = 4) of the
+#: finest level's (bench/bench_quality.py, README.quality.md)
 DEFAULT_PRESET_PROBLEM = {
-    "cdr": {"width": 8, "budgets": [200.0, 200.0, 600.0]},
-    "dcr": {"width": 16, "budgets": [300.0, 300.0, 600.0]},
-    "unknown": {"width": 8, "budgets": [200.0, 200.0, 600.0]},
+    "cdr": {"width": 8, "budgets": [800.0, 600.0, 400.0]},
+    "dcr": {"width": 16, "budgets": [600.0, 400.0, 300.0]},
+    "unknown": {"width": 8, "budgets": [800.0, 600.0, 400.0]},
 }
 PRESETS = ("default", "paper")
 
