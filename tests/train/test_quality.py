@@ -29,8 +29,9 @@ def rk4_amplification(z: torch.Tensor) -> torch.Tensor:
     return 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24
 
 
-def first_level(preset: str, problem: str, n_in: int, seed: int) -> NeuralODE:
-    cfg = resolve_config(merge_config({}), problem, seed, preset=preset)["model"]
+def first_level(preset: str, problem: str, n_in: int, seed: int, user: dict | None = None
+                ) -> NeuralODE:
+    cfg = resolve_config(merge_config(user or {}), problem, seed, preset=preset)["model"]
     kw = {"max_step_radius": cfg["max_step_radius"]} if cfg["max_step_radius"] else {}
     return NeuralODE(n_in, cfg["width"], cfg["levels"][0], cfg["final_time"], cfg["gamma"],
                      init_scale=cfg["init_scale"], generator=torch.Generator().manual_seed(seed),
@@ -39,8 +40,12 @@ def first_level(preset: str, problem: str, n_in: int, seed: int) -> NeuralODE:
 
 @pytest.mark.parametrize("problem,n_in", [("cdr", 55), ("dcr", 4)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_default_first_level_step_is_inside_the_rk4_stability_region(problem, n_in, seed):
-    ode = first_level("default", problem, n_in, seed)
+def test_stable_start_first_level_step_is_inside_the_rk4_stability_region(problem, n_in,
+                                                                         seed):
+    """``max_step_radius = 2`` (an option; the default keeps the paper's initialisation, which
+    measured better test errors) puts every first-level RK4 step inside the stability
+    region."""
+    ode = first_level("default", problem, n_in, seed, {"model": {"max_step_radius": 2.0}})
     h = ode.final_time / ode.n_steps
     A = ode.K.detach() - ode.K.detach().transpose(1, 2) - ode.gamma * ode.eye
     lam = torch.linalg.eigvals(A)                                  # (d + 1, width)
@@ -208,7 +213,7 @@ def test_presets_and_new_config_keys():
     assert paper["model"]["periodic_inputs"] == {} and paper["model"]["max_step_radius"] == 0
     assert not paper["gnvpro"]["carry_radius"] and paper["gnvpro"]["patience"] == 0
     assert best["model"]["periodic_inputs"] == {"2": math.pi}
-    assert best["model"]["max_step_radius"] > 0 and best["gnvpro"]["carry_radius"]
+    assert best["model"]["max_step_radius"] == 0 and best["gnvpro"]["carry_radius"]
     assert isinstance(best["gnvpro"]["work_units_per_level"], list)
     assert resolve_config(merge_config({}), "cdr", 0)["model"]["periodic_inputs"] == {}
     with pytest.raises(ConfigError, match="unknown preset"):
