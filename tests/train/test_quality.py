@@ -42,8 +42,8 @@ def first_level(preset: str, problem: str, n_in: int, seed: int, user: dict | No
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_stable_start_first_level_step_is_inside_the_rk4_stability_region(problem, n_in,
                                                                          seed):
-    """``max_step_radius = 2`` (an option; the default keeps the paper's initialisation, which
-    measured better test errors) puts every first-level RK4 step inside the stability
+    """``max_step_radius = 2`` (the DCR default; CDR keeps the paper's initialisation, which
+    measured better test errors there) puts every first-level RK4 step inside the stability
     region."""
     ode = first_level("default", problem, n_in, seed, {"model": {"max_step_radius": 2.0}})
     h = ode.final_time / ode.n_steps
@@ -213,7 +213,8 @@ def test_presets_and_new_config_keys():
     assert paper["model"]["periodic_inputs"] == {} and paper["model"]["max_step_radius"] == 0
     assert not paper["gnvpro"]["carry_radius"] and paper["gnvpro"]["patience"] == 0
     assert best["model"]["periodic_inputs"] == {"2": math.pi}
-    assert best["model"]["max_step_radius"] == 0 and best["gnvpro"]["carry_radius"]
+    assert best["model"]["max_step_radius"] == 2.0 and best["gnvpro"]["carry_radius"]
+    assert resolve_config(merge_config({}), "cdr", 0)["model"]["max_step_radius"] == 0
     assert isinstance(best["gnvpro"]["work_units_per_level"], list)
     assert resolve_config(merge_config({}), "cdr", 0)["model"]["periodic_inputs"] == {}
     with pytest.raises(ConfigError, match="unknown preset"):
