@@ -21,6 +21,9 @@ import math
 import torch
 from torch import nn
 
+#: |h lambda| where the stability region of the classical RK4 scheme meets the imaginary axis
+RK4_IMAGINARY_LIMIT = 2.0 * math.sqrt(2.0)
+
 
 def _interp_nodes(values: torch.Tensor, n_steps_new: int) -> torch.Tensor:
     """Piecewise-linear interpolation in time of node values onto a finer equidistant grid.
@@ -102,6 +105,10 @@ class NeuralODE(nn.Module):
         Shift of the anti-symmetric layer (SPEC: 1e-4).
     init_scale : float
         The layer weights K start as N(0, init_scale^2 / width) (K_in as N(0, 1 / n_in)).
+    max_step_radius : float, optional
+        If given, the initial K are scaled down (never up) so that
+        ``h max_j rho(K_j - K_j^T) <= max_step_radius`` with h = final_time / n_steps (stable
+        first level; :data:`RK4_IMAGINARY_LIMIT` is the limit). Only the initialisation.
     generator : torch.Generator, optional
         Random generator for the initial weights (seeded runs are deterministic on CPU).
     dtype, device
@@ -127,6 +134,7 @@ class NeuralODE(nn.Module):
         gamma: float = 1e-4,
         *,
         init_scale: float = 1.0,
+        max_step_radius: float | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
@@ -141,6 +149,24 @@ class NeuralODE(nn.Module):
                            generator=generator, dtype=dtype, device=device)
         self.register_buffer("eye", torch.eye(width, dtype=dtype, device=device),
                              persistent=False)
+        if max_step_radius is not None:
+            if not max_step_radius > 0:
+                raise ValueError(f"max_step_radius must be positive, got {max_step_radius}")
+            current = self.step_spectral_radius()
+            if current > max_step_radius:
+                with torch.no_grad():
+                    self.K.mul_(max_step_radius / current)
+
+    @torch.no_grad()
+    def step_spectral_radius(self) -> float:
+        """``h max_j rho(K_j - K_j^T)`` over the time nodes, h = final_time / n_steps.
+
+        Below :data:`RK4_IMAGINARY_LIMIT` every RK4 step of the linearised layer is stable.
+        """
+        S = (self.K - self.K.transpose(1, 2)).to(torch.float64)
+        # S is real anti-symmetric: its eigenvalues are +-i sigma, sigma the singular values
+        rho = float(torch.linalg.matrix_norm(S, ord=2).max())
+        return rho * self.final_time / self.n_steps
 
     def config(self) -> dict:
         """Architecture settings (JSON-serialisable) that rebuild this module."""

@@ -31,7 +31,7 @@ class Surrogate:
 
     @property
     def n_in(self) -> int:
-        return self.model.features.n_in
+        return self.model.n_in
 
     @property
     def n_out(self) -> int:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from surrogate.encoding import build_encoding
 from surrogate.neural_ode import NeuralODE
 from surrogate.normalization import Normalizer
 from surrogate.resnet import ResNet
@@ -45,18 +46,28 @@ class SeparableModel(nn.Module):
     n_out : int
         Number of targets.
     normalizer : Normalizer, optional
-        Input/target normalisation (identity if omitted).
+        Input/target normalisation (identity if omitted); acts on the encoded inputs.
+    encoding : nn.Module, optional
+        Input encoding applied to the raw physical y before the normaliser
+        (:mod:`surrogate.encoding`; attributes ``n_in``, ``n_out`` = ``features.n_in``).
+        None is the identity.
 
     Attributes
     ----------
     W : Parameter, shape (n_out, width + 1)
         Linear weights; the last column is the bias.
+    encoding : nn.Module or None
     """
 
     def __init__(self, features: nn.Module, n_out: int,
-                 normalizer: Normalizer | None = None) -> None:
+                 normalizer: Normalizer | None = None,
+                 encoding: nn.Module | None = None) -> None:
         super().__init__()
+        if encoding is not None and encoding.n_out != features.n_in:
+            raise ValueError(f"the encoding gives {encoding.n_out} inputs, the features take "
+                             f"{features.n_in}")
         self.features = features
+        self.encoding = encoding
         p = features.K_in
         self.W = nn.Parameter(torch.zeros(n_out, features.width + 1, dtype=p.dtype,
                                           device=p.device))
@@ -67,6 +78,27 @@ class SeparableModel(nn.Module):
     @property
     def n_out(self) -> int:
         return self.W.shape[0]
+
+    @property
+    def n_in(self) -> int:
+        """Number of raw physical inputs (before the encoding)."""
+        return self.encoding.n_in if self.encoding is not None else self.features.n_in
+
+    def encode(self, y: torch.Tensor) -> torch.Tensor:
+        """Raw physical inputs -> normalised network inputs (encoding, then normaliser).
+
+        Parameters
+        ----------
+        y : torch.Tensor, shape (n, n_in)
+
+        Returns
+        -------
+        torch.Tensor, shape (n, features.n_in), dtype of the normaliser's buffers
+        """
+        y = y.to(dtype=self.normalizer.y_shift.dtype, device=self.normalizer.y_shift.device)
+        if self.encoding is not None:
+            y = self.encoding(y)
+        return self.normalizer.transform_y(y)
 
     def forward(self, y_n: torch.Tensor) -> torch.Tensor:
         """Prediction in normalised units.
@@ -95,19 +127,18 @@ class SeparableModel(nn.Module):
         numpy.ndarray, shape (n, n_out), float64
         """
         y = np.asarray(y, dtype=np.float64)
-        if y.ndim != 2 or y.shape[1] != self.features.n_in:
-            raise ValueError(f"expected inputs of shape (n, {self.features.n_in}), "
-                             f"got {y.shape}")
+        if y.ndim != 2 or y.shape[1] != self.n_in:
+            raise ValueError(f"expected inputs of shape (n, {self.n_in}), got {y.shape}")
         p = self.W
-        y_t = torch.as_tensor(y, device=p.device)
-        y_n = self.normalizer.transform_y(y_t.to(self.normalizer.y_shift.dtype)).to(p.dtype)
+        y_n = self.encode(torch.as_tensor(y, device=p.device)).to(p.dtype)
         c_n = self(y_n).to(self.normalizer.c_shift.dtype)
         return self.normalizer.inverse_c(c_n).cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def prolong(self, n_steps: int) -> SeparableModel:
         """Copy with the feature extractor prolonged to ``n_steps`` steps (same W)."""
-        new = SeparableModel(self.features.prolong(n_steps), self.n_out, self.normalizer)
+        new = SeparableModel(self.features.prolong(n_steps), self.n_out, self.normalizer,
+                             self.encoding)
         new.W.copy_(self.W)
         return new
 
@@ -117,10 +148,12 @@ class SeparableModel(nn.Module):
         dict next)."""
         features = build_extractor(config["features"], dtype=getattr(torch, config["dtype"]),
                                    device=device)
-        return cls(features, config["n_out"], Normalizer(**config["normalizer"])).to(device)
+        return cls(features, config["n_out"], Normalizer(**config["normalizer"]),
+                   build_encoding(config.get("encoding"))).to(device)
 
     def config(self) -> dict:
         """Architecture settings (JSON-serialisable)."""
         return {"features": self.features.config(), "n_out": self.n_out,
                 "normalizer": self.normalizer.config(),
+                "encoding": None if self.encoding is None else self.encoding.config(),
                 "dtype": str(self.W.dtype).removeprefix("torch.")}

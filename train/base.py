@@ -11,7 +11,7 @@ import torch
 from surrogate.separable import SeparableModel, augment
 from train.varpro import WorkCounter, solve_inner
 
-Callback = Callable[[dict, SeparableModel], None]
+Callback = Callable[[dict, SeparableModel], str | None]   # a str stops the level (GNvpro)
 
 
 class NonFiniteTrainingError(RuntimeError):

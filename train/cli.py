@@ -30,6 +30,7 @@ from surrogate.artifact import (
     atomic_write_text,
     save_surrogate,
 )
+from surrogate.encoding import periodic_encoding
 from surrogate.normalization import NormalizationError, Normalizer
 from surrogate.separable import SeparableModel, build_extractor
 from train.adam import Adam
@@ -46,6 +47,7 @@ from train.checkpoint import (
 from train.config import (
     AUTO,
     METHODS,
+    PRESETS,
     ConfigError,
     merge_config,
     read_toml,
@@ -107,12 +109,18 @@ def make_optimizer(method: str, cfg: dict, seed: int) -> tuple[Optimizer, list[i
         return make_slimtrain(cfg, seed)
     loss = cfg["loss"]
     m = cfg[method]
+    budgets = level_budgets(method, cfg)
     common = {"alpha1": loss["alpha1"], "alpha2": loss["alpha2"],
-              "max_work_units": m["work_units_per_level"]}
-    if method in ("gnvpro", "gn"):
-        cls = GNvpro if method == "gnvpro" else GaussNewton
-        opt = cls(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],
-                  max_iter=m["max_iter"], grad_tol=m["grad_tol"], grad_rtol=m["grad_rtol"])
+              "max_work_units": budgets[0] if budgets else m["work_units_per_level"]}
+    if method == "gnvpro":
+        opt = GNvpro(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],
+                     max_iter=m["max_iter"], grad_tol=m["grad_tol"], grad_rtol=m["grad_rtol"],
+                     carry_radius=bool(m.get("carry_radius", False)))
+        return opt, cfg["model"]["levels"]
+    if method == "gn":
+        opt = GaussNewton(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],
+                          max_iter=m["max_iter"], grad_tol=m["grad_tol"],
+                          grad_rtol=m["grad_rtol"])
         return opt, cfg["model"]["levels"]
     if method == "lbfgsvpro":
         return LBFGSvpro(**common, memory=m["memory"], max_iter=m["max_iter"],
@@ -145,23 +153,35 @@ def write_slimtrain_outputs(opt: SlimTrain, out: Path, label: str) -> dict:
             "epochs": opt.epochs_done_, "iterations": len(rows)}
 
 
+def level_budgets(method: str, cfg: dict) -> list[float] | None:
+    """Work units of each level when ``work_units_per_level`` is a list, else None."""
+    budget = cfg[method].get("work_units_per_level")
+    return [float(b) for b in budget] if isinstance(budget, list) else None
+
+
 def build_model(cfg: dict, data: SplitData, levels: list[int], seed: int,
                 device: torch.device) -> SeparableModel:
     """Randomly initialised model on the first level, normalisation fitted on training data."""
     mc = cfg["model"]
-    features = {"architecture": mc["architecture"], "n_in": data.n_in, "width": mc["width"],
+    encoding = periodic_encoding(data.n_in, mc.get("periodic_inputs"))
+    n_in = encoding.n_out if encoding is not None else data.n_in
+    features = {"architecture": mc["architecture"], "n_in": n_in, "width": mc["width"],
                 "n_steps": levels[0], "final_time": mc["final_time"]}
     if mc["architecture"] == "neural_ode":
         features["gamma"] = mc["gamma"]
         features["init_scale"] = mc["init_scale"]
+        if mc.get("max_step_radius"):
+            features["max_step_radius"] = mc["max_step_radius"]
     gen = torch.Generator().manual_seed(seed)
     extractor = build_extractor(features, generator=gen, dtype=getattr(torch, mc["dtype"]),
                                 device=device)
-    norm = Normalizer(data.n_in, data.n_out,
+    norm = Normalizer(n_in, data.n_out,
                       standardize_inputs=cfg["normalization"]["standardize_inputs"],
                       center_targets=cfg["normalization"]["center_targets"])
-    norm.fit(torch.as_tensor(data.y["train"]), torch.as_tensor(data.c["train"]))
-    return SeparableModel(extractor, data.n_out, norm).to(device)
+    y_train = torch.as_tensor(data.y["train"])
+    norm.fit(encoding(y_train) if encoding is not None else y_train,
+             torch.as_tensor(data.c["train"]))
+    return SeparableModel(extractor, data.n_out, norm, encoding).to(device)
 
 
 def warm_up(model: SeparableModel, Y: torch.Tensor) -> None:
@@ -244,14 +264,16 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
     dt = model.W.dtype
 
     def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        y = norm.transform_y(torch.as_tensor(data.y[split], device=device)).to(dt)
+        y = model.encode(torch.as_tensor(data.y[split], device=device)).to(dt)
         c = norm.transform_c(torch.as_tensor(data.c[split], device=device))
         return y, c
 
     Y, C = tensors("train")
     warm_up(model, Y)
     validation = tensors("validation") if data.y["validation"].shape[0] else None
-    monitor = Monitor(method, Y, C, validation, counter=counter, stream=stream, wall_offset=wall0)
+    monitor = Monitor(method, Y, C, validation, counter=counter, stream=stream, wall_offset=wall0,
+                      patience=cfg[method].get("patience") or None,
+                      min_improvement=cfg[method].get("min_improvement", 0.0))
     if ckpt is not None:
         monitor.history = History(ckpt.history)
         monitor.best_model, monitor.best_row = ckpt.best_model, ckpt.best_row
@@ -269,7 +291,8 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
             work_units=counter.units, wall_time=monitor.wall_time(),
             optimizer_state=o.resume_state()))
 
-    trainer = MultilevelTrainer(opt, levels)
+    cpu0 = time.process_time()
+    trainer = MultilevelTrainer(opt, levels, level_budgets(method, cfg))
     if start_level < len(levels):
         trainer.fit(model, Y, C, monitor, start_level=start_level, on_level_end=on_level_end)
     selected = monitor.best_model if monitor.best_model is not None else model
@@ -286,6 +309,7 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
                      else "training mean relative error (no validation split)",
         "work_units": counter.units,
         "wall_time": monitor.wall_time(),
+        "cpu_time": time.process_time() - cpu0,     # this process, all threads (load-proof)
         "stop_reasons": getattr(trainer, "stop_reasons_", []),
         "device": str(device),
     }
@@ -334,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true",
                    help="train all five methods into OUT/<method>/ and print a comparison")
     p.add_argument("--config", help="TOML file overriding the defaults (see train.config)")
+    p.add_argument("--preset", choices=PRESETS, default="default",
+                   help="default: the best surrogate (stable start, problem-declared input "
+                   "encodings, radius continuation, budgets rebalanced across levels); paper: "
+                   "GNvpro table 2 settings exactly (200/400 WU per level, T = 4, widths 8/16)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the initial weights, ADAM batches and (for files without a "
@@ -372,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
     split_seed = args.seed if cfg["split"]["seed"] == AUTO else cfg["split"]["seed"]
     fractions = None if cfg["split"]["fractions"] == AUTO else cfg["split"]["fractions"]
     data = load_split_data(args.data, fractions=fractions, seed=split_seed)
-    cfg = resolve_config(cfg, data.problem, args.seed)
+    cfg = resolve_config(cfg, data.problem, args.seed, preset=args.preset)
     stream = None if args.quiet else sys.stdout
     out = Path(args.out)
     methods = METHODS if args.compare else (args.method,)

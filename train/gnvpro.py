@@ -28,20 +28,30 @@ class GNvpro(Optimizer):
         Iteration limit per level.
     grad_tol, grad_rtol : float
         Stop when ||grad|| <= max(grad_tol, grad_rtol ||grad_0||).
+    carry_radius : bool
+        Start each level after the first with the trust-region radius the previous level
+        ended with (continuation), instead of the norm of the first full Gauss-Newton step.
+        :meth:`reset` forgets it (the multilevel trainer calls it before its first level).
     """
 
     method = "gnvpro"
 
     def __init__(self, *, alpha1: float = 1e-10, alpha2: float = 1e-10,
                  max_work_units: float = 200.0, r_max: int = 20, krylov_tol: float = 1e-2,
-                 max_iter: int = 10_000, grad_tol: float = 0.0, grad_rtol: float = 1e-10
-                 ) -> None:
+                 max_iter: int = 10_000, grad_tol: float = 0.0, grad_rtol: float = 1e-10,
+                 carry_radius: bool = False) -> None:
         super().__init__(alpha1=alpha1, alpha2=alpha2, max_work_units=max_work_units)
         self.r_max = r_max
         self.krylov_tol = krylov_tol
         self.max_iter = max_iter
         self.grad_tol = grad_tol
         self.grad_rtol = grad_rtol
+        self.carry_radius = carry_radius
+        self.radius_: float | None = None
+
+    def reset(self) -> None:
+        """Forget the radius carried between levels."""
+        self.radius_ = None
 
     def _settings(self) -> TRSettings:
         return TRSettings(r_max=self.r_max, krylov_tol=self.krylov_tol, max_iter=self.max_iter,
@@ -51,12 +61,14 @@ class GNvpro(Optimizer):
              counter: WorkCounter, start: float, callback: Callback) -> str:
         problem = VarProProblem(model.features, Y, C, self.alpha1, self.alpha2, counter)
 
-        def on_iterate(record: dict, x: torch.Tensor, state) -> None:
+        def on_iterate(record: dict, x: torch.Tensor, state) -> str | None:
             problem.store(model, state)
-            callback(record, model)
+            return callback(record, model)
 
         budget = self.max_work_units - (counter.units - start)
         result = minimize_trust_region(problem, problem.flat.get(), budget, self._settings(),
-                                       on_iterate)
+                                       on_iterate,
+                                       radius0=self.radius_ if self.carry_radius else None)
+        self.radius_ = result.radius
         problem.store(model, result.state)
         return result.stop_reason

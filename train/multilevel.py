@@ -40,6 +40,13 @@ class Monitor:
         Progress lines (one per iteration); None for silence.
     wall_offset : float
         Wall time already spent (resumed runs).
+    patience : int, optional
+        Stop a level (returning the stop reason ``"validation stagnation"`` to the optimiser;
+        honoured by GNvpro) when the monitored score (validation mean relative error, else the
+        training one) has not improved by the relative amount ``min_improvement`` on the best
+        of the level for ``patience`` consecutive iterates. None: never.
+    min_improvement : float
+        Relative improvement that counts for ``patience``.
 
     Attributes
     ----------
@@ -51,7 +58,8 @@ class Monitor:
     def __init__(self, method: str, Y: torch.Tensor, C: torch.Tensor,
                  validation: tuple[torch.Tensor, torch.Tensor] | None = None, *,
                  counter: WorkCounter | None = None, stream: TextIO | None = sys.stdout,
-                 wall_offset: float = 0.0) -> None:
+                 wall_offset: float = 0.0, patience: int | None = None,
+                 min_improvement: float = 0.0) -> None:
         self.method = method
         self.Y, self.C = Y, C
         self.validation = validation
@@ -63,15 +71,26 @@ class Monitor:
         self.wall_offset = wall_offset
         self._t0 = time.perf_counter()
         self.level, self.n_levels, self.n_steps = 0, 1, 0
+        self.patience, self.min_improvement = patience, float(min_improvement)
+        self._level_best, self._since_best = math.inf, 0
 
     def set_level(self, level: int, n_levels: int, n_steps: int) -> None:
         self.level, self.n_levels, self.n_steps = level, n_levels, n_steps
+        self._level_best, self._since_best = math.inf, 0
+
+    def _stagnated(self, score: float) -> bool:
+        """Update the level's best score; True after ``patience`` iterates without progress."""
+        if score < self._level_best * (1.0 - self.min_improvement):
+            self._level_best, self._since_best = score, 0
+        else:
+            self._since_best += 1
+        return self.patience is not None and self._since_best >= self.patience
 
     def wall_time(self) -> float:
         return self.wall_offset + time.perf_counter() - self._t0
 
     @torch.no_grad()
-    def __call__(self, record: dict, model: SeparableModel) -> None:
+    def __call__(self, record: dict, model: SeparableModel) -> str | None:
         row = {"method": self.method, "level": self.level, "n_steps": self.n_steps,
                "work_units": self.counter.units, "wall_time": self.wall_time()}
         row.update(record)
@@ -92,6 +111,10 @@ class Monitor:
             self.best_model = copy.deepcopy(model)
         if self.stream is not None:
             print(self._line(row), file=self.stream, flush=True)
+        if math.isfinite(score) and self._stagnated(score):
+            return "validation stagnation" if self.validation is not None else \
+                "training stagnation"
+        return None
 
     def _non_finite(self, row: dict) -> None:
         where = (f"{self.method}: the training loss is {row['loss']} at level "
@@ -132,6 +155,9 @@ class MultilevelTrainer:
         Method for one level (its ``max_work_units`` is the per-level budget).
     levels : sequence of int
         Numbers of time steps, e.g. (2, 4, 8).
+    budgets : sequence of float, optional
+        Work-unit budget of each level (sets ``optimizer.max_work_units`` before the level);
+        default: the optimiser's own budget on every level.
 
     Attributes
     ----------
@@ -141,9 +167,13 @@ class MultilevelTrainer:
         Why each level stopped.
     """
 
-    def __init__(self, optimizer: Optimizer, levels: Sequence[int] = (2, 4, 8)) -> None:
+    def __init__(self, optimizer: Optimizer, levels: Sequence[int] = (2, 4, 8),
+                 budgets: Sequence[float] | None = None) -> None:
         self.optimizer = optimizer
         self.levels = tuple(levels)
+        if budgets is not None and len(budgets) != len(self.levels):
+            raise ValueError(f"{len(budgets)} budgets for {len(self.levels)} levels")
+        self.budgets = None if budgets is None else tuple(float(b) for b in budgets)
 
     def fit(self, model: SeparableModel, Y: torch.Tensor, C: torch.Tensor, monitor: Monitor,
             *, start_level: int = 0,
@@ -165,8 +195,12 @@ class MultilevelTrainer:
             ``on_level_end(level, model)`` after each level (checkpointing).
         """
         self.stop_reasons_: list[str] = []
+        if hasattr(self.optimizer, "reset"):
+            self.optimizer.reset()                 # no radius carried into the first level
         for level in range(start_level, len(self.levels)):
             n_steps = self.levels[level]
+            if self.budgets is not None:
+                self.optimizer.max_work_units = self.budgets[level]
             if model.features.n_steps != n_steps:
                 model = model.prolong(n_steps)
             monitor.set_level(level, len(self.levels), n_steps)

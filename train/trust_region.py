@@ -169,12 +169,13 @@ class TRResult:
     state: object
     n_iter: int
     stop_reason: str
+    radius: float | None = None      # trust-region radius at the end (None: no step tried)
 
 
 def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
                           settings: TRSettings,
-                          callback: Callable[[dict, torch.Tensor, object], None] | None = None,
-                          ) -> TRResult:
+                          callback: Callable[[dict, torch.Tensor, object], str | None]
+                          | None = None, *, radius0: float | None = None) -> TRResult:
     """Gauss-Newton-Krylov trust region on ``1/2 ||r(x)||^2`` within a work-unit budget.
 
     Parameters
@@ -188,7 +189,11 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
     callback : callable, optional
         ``callback(record, x, state)`` after the initial point and every accepted step;
         ``record`` has keys iteration, loss, grad_norm, step_norm, radius, rho, krylov_rank,
-        rejected.
+        rejected. A returned string stops the iteration with that stop reason (e.g.
+        validation stagnation).
+    radius0 : float, optional
+        Initial trust-region radius (e.g. carried over from the previous level); default the
+        norm of the first full Gauss-Newton step.
 
     Returns
     -------
@@ -197,18 +202,20 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
     counter = problem.counter
     start = counter.units
 
-    def emit(record: dict) -> None:
-        if callback is not None:
-            callback(record, x, state)
+    def emit(record: dict) -> str | None:
+        return callback(record, x, state) if callback is not None else None
 
     x = x0.clone()
     state = problem.evaluate(x)
     g = problem.gradient(state)
     gnorm0 = gnorm = float(torch.linalg.vector_norm(g))
-    radius: float | None = None
-    emit({"iteration": 0, "loss": state.loss, "grad_norm": gnorm})
+    radius: float | None = radius0
+    stop = emit({"iteration": 0, "loss": state.loss, "grad_norm": gnorm})
     it, reason = 0, "budget"
     while True:
+        if stop:
+            reason = stop
+            break
         if gnorm <= max(settings.grad_tol, settings.grad_rtol * gnorm0) or not math.isfinite(
                 gnorm):
             reason = "gradient tolerance" if math.isfinite(gnorm) else "non-finite gradient"
@@ -241,7 +248,7 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
             radius = 0.5 * min(radius, step_norm)
             if radius < settings.min_radius or counter.units - start + 2 > budget:
                 reason = "trust region collapsed" if radius < settings.min_radius else "budget"
-                return TRResult(x, state, it, reason)
+                return TRResult(x, state, it, reason, radius)
         if rho < settings.eta_shrink:
             radius *= 0.5
         elif rho > settings.eta_grow and on_boundary:
@@ -250,6 +257,7 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
         g = problem.gradient(state)
         gnorm = float(torch.linalg.vector_norm(g))
         it += 1
-        emit({"iteration": it, "loss": state.loss, "grad_norm": gnorm, "step_norm": step_norm,
-              "radius": radius, "rho": rho, "krylov_rank": basis.rank, "rejected": rejected})
-    return TRResult(x, state, it, reason)
+        stop = emit({"iteration": it, "loss": state.loss, "grad_norm": gnorm,
+                     "step_norm": step_norm, "radius": radius, "rho": rho,
+                     "krylov_rank": basis.rank, "rejected": rejected})
+    return TRResult(x, state, it, reason, radius)

@@ -152,8 +152,8 @@ def test_cuda_without_gpu_is_refused(data, tmp_path, capsys):
 
 
 def test_config_defaults_per_problem_and_validation():
-    cdr = resolve_config(merge_config({}), "cdr", seed=3)
-    dcr = resolve_config(merge_config({}), "dcr", seed=3)
+    cdr = resolve_config(merge_config({}), "cdr", seed=3, preset="paper")
+    dcr = resolve_config(merge_config({}), "dcr", seed=3, preset="paper")
     assert (cdr["model"]["width"], dcr["model"]["width"]) == (8, 16)
     assert cdr["model"]["levels"] == [2, 4, 8] and cdr["model"]["final_time"] == 4.0
     assert (cdr["gnvpro"]["work_units_per_level"], dcr["gnvpro"]["work_units_per_level"]) == (
