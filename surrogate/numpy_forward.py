@@ -18,13 +18,16 @@ matrix, multiplied by a constant 1 carried in an extra column of the state (0 in
 rows). Results agree with the torch forward pass to round-off (tested).
 
 :func:`build_numpy_forward` returns None for anything it does not mirror exactly (another
-architecture, a non-float64 network, an input encoding, contract 3): callers then use torch.
+architecture, a non-float64 network, an input encoding other than
+:class:`~surrogate.encoding.PeriodicEncoding`): callers then use torch. A periodic encoding is
+applied in NumPy before the network, and its derivative chained onto the Jacobian.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from surrogate.encoding import PeriodicEncoding
 from surrogate.neural_ode import NeuralODE
 from surrogate.resnet import ResNet
 
@@ -195,13 +198,64 @@ def build_numpy_forward(model) -> NumpyForward | None:
     """NumPy mirror of ``model`` (a SeparableModel), or None if it cannot be mirrored exactly.
 
     Mirrored: float64 weights, a NeuralODE or ResNet extractor (exact types), no input
-    encoding (``model.encoding`` absent or None).
+    encoding or a :class:`~surrogate.encoding.PeriodicEncoding`.
     """
+    enc = getattr(model, "encoding", None)
+    if enc is None:
+        return _build_network(model)
+    if type(enc) is not PeriodicEncoding:
+        return None
+    inner = _build_network(model)
+    return None if inner is None else PeriodicNumpyForward(inner, enc.n_in, enc.periods)
+
+
+class PeriodicNumpyForward:
+    """A :class:`NumpyForward` behind a periodic input encoding: each periodic column y_k of
+    period P_k is replaced in place by (cos(w_k y_k), sin(w_k y_k)), w_k = 2 pi / P_k, as in
+    :class:`~surrogate.encoding.PeriodicEncoding`; Jacobians get the chain-rule factor."""
+
+    def __init__(self, inner: NumpyForward, n_in: int, periods: dict[int, float]) -> None:
+        self.inner, self.n_in, self.n_out = inner, int(n_in), inner.n_out
+        self.architecture, self.width = inner.architecture, inner.width
+        self._cols = []                     # (raw column, encoded column, omega or None)
+        e = 0
+        for k in range(self.n_in):
+            omega = 2.0 * np.pi / periods[k] if k in periods else None
+            self._cols.append((k, e, omega))
+            e += 1 if omega is None else 2
+
+    def _encode(self, y: np.ndarray, derivative: bool):
+        n = y.shape[0]
+        z = np.empty((n, self.inner.n_in))
+        dz = np.zeros((n, self.inner.n_in, self.n_in)) if derivative else None
+        for k, e, omega in self._cols:
+            if omega is None:
+                z[:, e] = y[:, k]
+                if derivative:
+                    dz[:, e, k] = 1.0
+            else:
+                phase = omega * y[:, k]
+                z[:, e], z[:, e + 1] = np.cos(phase), np.sin(phase)
+                if derivative:
+                    dz[:, e, k], dz[:, e + 1, k] = -omega * z[:, e + 1], omega * z[:, e]
+        return z, dz
+
+    def value(self, y: np.ndarray) -> np.ndarray:
+        """Observables c(y), shape (n, n_out), for raw y of shape (n, n_in)."""
+        return self.inner.value(self._encode(y, False)[0])
+
+    def value_and_jacobian(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Observables (n, n_out) and dc/dy (n, n_out, n_in) with respect to the raw y."""
+        z, dz = self._encode(y, True)
+        c, jz = self.inner.value_and_jacobian(z)
+        return c, np.matmul(jz, dz)
+
+
+def _build_network(model) -> NumpyForward | None:
+    """NumPy mirror of the network part of ``model`` (input encoding excluded), or None."""
     import torch
 
     F = model.features
-    if getattr(model, "encoding", None) is not None:
-        return None
     if type(F) not in (NeuralODE, ResNet) or model.W.dtype != torch.float64:
         return None
     norm = model.normalizer

@@ -129,7 +129,7 @@ class SurrogateModel:
         self.metadata = metadata
         self.strict = bool(strict)
         self.fast_max_batch = int(fast_max_batch)
-        self.n_in = int(model.features.n_in)
+        self.n_in = int(model.n_in)            # raw parameters (before any input encoding)
         self.n_out = int(model.n_out)
         self._fast = build_numpy_forward(model)
         inputs, outputs = _io_metadata(metadata)

@@ -53,7 +53,7 @@ def estimate_training_bytes(cfg: dict, method: str, n_train: int, n_in: int, n_o
     b = 4 if mc["dtype"] == "float32" else 8
     n_par = parameter_count(mc["architecture"], n_in, w, d)
     if "r_max" in m:
-        r = min(int(m["r_max"]), int(float(m.get("work_units_per_level", 400)) // 2) + 1)
+        r = min(int(m["r_max"]), int(max(_as_list(m.get("work_units_per_level", 400))) // 2) + 1)
         size = n_par + (n_out * (w + 1) if method == "gn" else 0)
         optimizer = 8.0 * r * size
     elif "memory" in m:
@@ -119,3 +119,8 @@ def check_memory(cfg: dict, method: str, n_train: int, n_in: int, n_out: int,
         f"{n_train} training samples needs about {est['total'] / GIB:.3g} GiB "
         f"({worst}: {est[worst] / GIB:.3g} GiB), more than the {free / GIB:.3g} GiB free on "
         f"{device}; reduce {_CULPRITS[worst].format(method=method)}")
+
+
+def _as_list(budget) -> list[float]:
+    """Work units per level as a list (a number stands for every level)."""
+    return [float(b) for b in budget] if isinstance(budget, list) else [float(budget)]
