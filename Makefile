@@ -17,6 +17,7 @@ SHELL_SCRIPTS := .ci/run $(wildcard slurm/*.sh slurm/*.sbatch containers/*.sh)
 # GNvpro table 2 at paper size (make reproduce REPRODUCE_DATA=/path/to/datasets to reuse them)
 REPRODUCE      ?= reproduce-output
 REPRODUCE_DATA ?= $(REPRODUCE)
+REPRODUCE_ARGS ?=
 # Wall-clock cap for the 2-rank test run, so a rank stuck in a collective cannot hang CI.
 MPI_TEST_TIMEOUT ?= 900
 
@@ -87,7 +88,7 @@ demo: $(STAMP)
 # GNvpro table 2 and figure 2 at paper size, --preset paper (datasets reused from
 # REPRODUCE_DATA or generated there first: CDR 800 ~18 min, DCR 10,000 on 2 ranks).
 reproduce: $(STAMP)
-	$(PY) bench/reproduce_table2.py --data-dir $(REPRODUCE_DATA) --out $(REPRODUCE)
+	$(PY) bench/reproduce_table2.py --data-dir $(REPRODUCE_DATA) --out $(REPRODUCE) $(REPRODUCE_ARGS)
 
 # Speed and memory figures (not tests; several minutes).
 bench: $(STAMP)

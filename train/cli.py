@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, help="training method")
     p.add_argument("--compare", action="store_true",
                    help="train all five methods into OUT/<method>/ and print a comparison")
+    p.add_argument("--methods", help="with --compare: comma-separated subset of the methods "
+                   f"(default all: {','.join(METHODS)})")
     p.add_argument("--config", help="TOML file overriding the defaults (see train.config)")
     p.add_argument("--preset", choices=PRESETS, default="default",
                    help="default: the best surrogate (stable start, problem-declared input "
@@ -381,6 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def compare_methods(text: str | None) -> tuple[str, ...]:
+    """The methods of ``--compare`` from ``--methods a,b`` (all of METHODS if None)."""
+    if text is None:
+        return METHODS
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise UsageError(f"--methods {text!r}: unknown method(s) {bad}; choose from "
+                         f"{', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in names)
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.compare and args.method is None:
         raise UsageError("one of --method or --compare is required")
@@ -388,6 +402,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--method and --compare exclude each other")
     if args.resume and args.restart:
         raise UsageError("--resume and --restart exclude each other")
+    methods = compare_methods(args.methods) if args.compare else (args.method,)
+    if args.methods is not None and not args.compare:
+        raise UsageError("--methods selects the methods of --compare; use --method for one")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")
     device = resolve_device(args.device)
@@ -403,7 +420,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(cfg, data.problem, args.seed, preset=args.preset)
     stream = None if args.quiet else sys.stdout
     out = Path(args.out)
-    methods = METHODS if args.compare else (args.method,)
     if args.compare and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     plan = {}                           # every folder is checked before anything is trained

@@ -127,12 +127,24 @@ def test_compare_prints_a_table_for_all_methods(data, tiny, tmp_path, capsys):
     assert len(json.loads((out / "compare.json").read_text())) == 5
 
 
+def test_compare_a_subset_of_methods(data, tiny, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert cli.main(["--data", str(data), "--compare", "--methods", "lbfgsvpro,gnvpro",
+                     "--config", str(tiny), "--quiet", "--out", str(out)]) == 0
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in rows] == ["gnvpro", "lbfgsvpro"]      # in METHODS order
+    assert not (out / "adam").exists()
+    assert "Full GN" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--method", "gnvpro", "--data", "missing.npz"], "no such file"),
     (["--method", "sgd"], "invalid choice"),
     (["--method", "gnvpro", "--config", "BAD"], "unknown key gnvpro.rmax"),
     (["--method", "gnvpro", "--device", "tpu"], "expected cpu, cuda"),
     ([], "one of --method or --compare is required"),
+    (["--compare", "--methods", "gnvpro,sgd"], "unknown method(s) ['sgd']"),
+    (["--method", "gnvpro", "--methods", "gn"], "--methods selects the methods of --compare"),
 ])
 def test_bad_input_gives_a_clear_error(data, tmp_path, capsys, extra, message):
     bad = tmp_path / "bad.toml"
