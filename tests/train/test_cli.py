@@ -12,7 +12,6 @@ import torch
 
 import train.cli as cli
 from surrogate import load_surrogate
-from tests.train.synthetic import write_npz
 from train.config import ConfigError, merge_config, resolve_config
 from train.data import seeded_split
 
@@ -37,13 +36,6 @@ depth = 2
 epochs = 4
 batch_size = 8
 """
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    path = tmp_path / "small.npz"
-    write_npz(path)
-    return path
 
 
 @pytest.fixture

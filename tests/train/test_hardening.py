@@ -21,7 +21,6 @@ import train.cli as cli
 from surrogate import NeuralODE, Normalizer, SeparableModel, load_surrogate
 from surrogate.artifact import NonFiniteModelError
 from surrogate.normalization import NormalizationError
-from tests.train.synthetic import write_npz
 from train.config import ConfigError, merge_config, read_toml
 from train.outputs import OUTPUT_FILES
 from train.resources import MemoryEstimateError, check_memory, parameter_count
@@ -42,13 +41,6 @@ r_max = 3
 work_units_per_level = 2
 batch_size = 20
 """
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    path = tmp_path / "small.npz"
-    write_npz(path)
-    return path
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import train.cli as cli
 from surrogate import NeuralODE, SeparableModel, load_surrogate
 from surrogate.resnet import ResNet
 from surrogate.separable import augment
-from tests.train.synthetic import student, teacher_data, write_npz
+from tests.train.synthetic import student, teacher_data
 from train.adam import Adam
 from train.config import ConfigError, merge_config, resolve_config
 from train.multilevel import Monitor
@@ -215,13 +215,6 @@ epochs = 4
 batch_size = 8
 memory = 1
 """
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    path = tmp_path / "small.npz"
-    write_npz(path)
-    return path
 
 
 @pytest.fixture
