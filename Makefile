@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 MPIEXEC := $(VENV)/bin/mpiexec
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo-output
-# Demo size: examples/demo_pipeline.py's defaults (CDR at SPEC 1 resolution, 200 samples,
+# Demo size: examples/demo_pipeline.py's defaults (CDR at SPEC 1 resolution, 400 samples,
 # 100 fresh solves, all local cores: about 10 min on 2 cores); `make demo DEMO_SAMPLES=800`
 # for the paper size, DEMO_RANKS=N, DEMO_ARGS='--eval-samples 200 --set dt=0.005' for more.
 DEMO_SAMPLES ?=

@@ -5,7 +5,7 @@ Runs the project's real commands as subprocesses, times each stage and prints on
 surrogate seconds per evaluation, wall time of each stage) with the paths of the figures and
 the report::
 
-    python examples/demo_pipeline.py [--out demo-output] [--problem cdr] [--samples 200]
+    python examples/demo_pipeline.py [--out demo-output] [--problem cdr] [--samples 400]
         [--ranks R] [--eval-samples 100] [--set KEY=VALUE ...] [--train-config train.toml]
 
 The stages are
@@ -40,9 +40,10 @@ PROG = "demo_pipeline"
 #: dataset sizes of the GNvpro paper (SPEC 3)
 PAPER_SAMPLES = {"cdr": 800, "dcr": 10000}
 #: demo defaults: about 10 minutes on 2 cores at paper resolution (CDR: 2.4 s per sample and
-#: core, 0.76 samples/s on 2 ranks -> 200 samples ~ 4.5 min, 100 fresh solves ~ 2.2 min,
-#: GNvpro training on 100 samples ~ 1.5 min, start-up of the three stages ~ 0.5 min)
-DEFAULT_SAMPLES = {"cdr": 200, "dcr": 1000}
+#: core, 0.76 samples/s on 2 ranks -> 400 samples ~ 8 min, 100 fresh solves ~ 2 min,
+#: GNvpro training on 200 samples ~ 10 s, start-up of the three stages ~ 0.5 min; measured:
+#: 200 samples 6.1 min in all, 400 samples see README)
+DEFAULT_SAMPLES = {"cdr": 400, "dcr": 1000}
 DEFAULT_EVAL_SAMPLES = {"cdr": 100, "dcr": 200}
 STAGES = ("dataset", "train", "evaluate")
 #: the command of each stage, its label in the table
