@@ -198,7 +198,8 @@ def plan(request: EvaluationRequest) -> Plan:
         meta = read_metadata(request.model_dir)
     except SurrogateFormatError as exc:
         raise EvaluationError(str(exc)) from None
-    n_in = meta["model"]["features"]["n_in"]
+    encoding = meta["model"].get("encoding")        # raw parameters, before any encoding
+    n_in = encoding["n_in"] if encoding else meta["model"]["features"]["n_in"]
     n_out = meta["model"]["n_out"]
     prov = solver_provenance(meta)
     notes: list[str] = []
