@@ -222,9 +222,10 @@ DEFAULT_PRESET = {"max_step_radius": 0.0, "periodic_inputs": True, "carry_radius
 #: ... and its per-problem values (budgets per level for GNvpro / full GN / L-BFGSvpro):
 #: more work units on the coarse levels, where one costs 1/4 (d = 2) and 1/2 (d = 4) of the
 #: finest level's (bench/bench_quality.py, docs/training-quality.md). DCR: width 24 at 800 work
-#: units (test 0.0132 in 54 s on the 10,000-sample data) beat width 16 at 1300 (0.0177 in 79 s)
+#: units (test 0.0132 in 54 s on the 10,000-sample data) beat width 16 at 1300 (0.0177 in 79 s);
+#: CDR: width 10 (test 0.0036, median of seeds 0-4 0.0039) beat 8 (0.0040, median 0.0053), 12, 14
 DEFAULT_PRESET_PROBLEM = {
-    "cdr": {"width": 8, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
+    "cdr": {"width": 10, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
     "dcr": {"width": 24, "budgets": [400.0, 250.0, 150.0], "max_step_radius": 2.0},
     "unknown": {"width": 8, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
 }
