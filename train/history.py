@@ -156,10 +156,17 @@ def plot_convergence(histories: dict[str, History], path: str | os.PathLike,
         ax.set_xlabel("work units")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+    save_figure(fig, path, title, dpi=110)
+
+
+def save_figure(fig, path: str | os.PathLike, title: str | None = None, dpi: int = 100) -> None:
+    """Give ``fig`` its title, lay it out and write it as PNG to ``path`` atomically; closes it."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())

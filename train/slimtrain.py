@@ -26,15 +26,15 @@ import io
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from surrogate.artifact import atomic_write_bytes, atomic_write_text
+from surrogate.artifact import atomic_write_text
 from surrogate.separable import SeparableModel, augment
 from train.adam import full_loss
 from train.base import Callback, Optimizer
+from train.history import save_figure
 from train.slimtik import SlimTik
 from train.varpro import WorkCounter
 
@@ -309,10 +309,4 @@ def plot_lambda_history(panels: dict[str, list[dict]], path: str | os.PathLike,
         ax.set_xlabel("iteration")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    save_figure(fig, path, title, dpi=100)
