@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from solvers.mpi_network import configure_mpi_network
@@ -116,42 +117,60 @@ def _stop_on_signals(rank: int) -> None:
         signal.signal(sig, interrupt if rank == 0 else signal.SIG_IGN)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 user error, 128 + signal number when
-    interrupted). Bugs abort all ranks."""
-    world = MPI.COMM_WORLD
-    args = build_parser().parse_args(argv)
-    _stop_on_signals(world.rank)
+def run_job[T](prog: str, world: MPI.Comm, job: Callable[[], T],
+               user_errors: tuple[type[BaseException], ...],
+               interrupted_text: Callable[[], str]) -> tuple[int, T | None]:
+    """Run an MPI job (``generate-dataset``, the fresh solves of ``evaluate-surrogate``) and
+    turn its failures into exit statuses, reported once (rank 0).
+
+    Returns (0, result), (2, None) for ``user_errors`` (bad input), (1, None) for a dataset
+    that cannot be written (disk full: the other ranks are ended). An :class:`Interrupted`
+    (SIGTERM/SIGINT) prints ``interrupted_text()`` and exits at once with 128 + signal; any
+    other exception is a bug: traceback, and all ranks are aborted.
+    """
     try:
-        summary = generate(options_from_args(args))
+        return 0, job()
     except Interrupted as exc:
         name = signal.Signals(exc.signum).name
-        if args.out.exists():
-            text = (f"finished samples are saved in {args.out}; run the same command again "
-                    "to resume")
-        else:
-            text = f"nothing was saved yet ({args.out} was not written)"
-        print(f"{PROG}: interrupted by signal {exc.signum} ({name}); {text}", file=sys.stderr,
-              flush=True)
+        print(f"{prog}: interrupted by signal {exc.signum} ({name}); {interrupted_text()}",
+              file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(128 + exc.signum)  # skip MPI_Finalize: the other ranks are not waiting
     except DatasetWriteError as exc:  # rank 0 only, possibly while the others still solve
         if world.rank == 0:
-            print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+            print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         if world.size > 1:
             sys.stdout.flush()
             os._exit(1)  # mpiexec ends the other ranks
-        return 1
-    except USER_ERRORS as exc:
+        return 1, None
+    except user_errors as exc:
         if world.rank == 0:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2, None
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         if world.size > 1:
             world.Abort(1)
         raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error, 128 + signal number when
+    interrupted). Bugs abort all ranks."""
+    world = MPI.COMM_WORLD
+    args = build_parser().parse_args(argv)
+    _stop_on_signals(world.rank)
+
+    def interrupted_text() -> str:
+        if args.out.exists():
+            return f"finished samples are saved in {args.out}; run the same command again to resume"
+        return f"nothing was saved yet ({args.out} was not written)"
+
+    status, summary = run_job(PROG, world, lambda: generate(options_from_args(args)),
+                              USER_ERRORS, interrupted_text)
+    if status:
+        return status
     if world.rank == 0:
         print(f"{PROG}: {summary.line()}", flush=True)
     return 0

@@ -15,9 +15,7 @@ See :mod:`surrogate.evaluate` for what is computed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 from pathlib import Path
 
 PROG = "evaluate-surrogate"
@@ -64,12 +62,15 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error, 128 + signal number when
     interrupted). Bugs abort all ranks."""
+    from solvers.mpi_network import configure_mpi_network
+
+    configure_mpi_network()  # loopback defaults for single-node runs, before MPI starts
     import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
     from mpi4py import MPI
 
-    from datasets.cli import _stop_on_signals
+    from datasets.cli import _stop_on_signals, run_job
     from datasets.config import resolve_overrides
-    from datasets.errors import ConfigError, ConfigMismatchError, DatasetFileError, Interrupted
+    from datasets.errors import ConfigError, ConfigMismatchError, DatasetFileError
     from surrogate.evaluate import EvaluationError, EvaluationRequest, evaluate, summary_table
 
     world = MPI.COMM_WORLD
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     _stop_on_signals(world.rank)
     user_errors = (EvaluationError, ConfigError, ConfigMismatchError, DatasetFileError)
-    try:
+
+    def job() -> dict:
         if args.assign and args.problem is None:
             raise EvaluationError("--set needs --problem (a model with solver provenance uses "
                                   "its training data's settings)")
@@ -99,23 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             ranks_per_sample=args.ranks_per_sample, data=args.data, problem=args.problem,
             settings=resolve_overrides(None, args.assign), device=args.device,
             checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress)
-        report = evaluate(request, world)
-    except Interrupted as exc:
-        print(f"{PROG}: interrupted by signal {exc.signum}; finished solves are saved in "
-              f"{args.out / 'fresh.h5'}; run the same command again to resume",
-              file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(128 + exc.signum)  # skip MPI_Finalize: the other ranks are not waiting
-    except user_errors as exc:
-        if world.rank == 0:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except BaseException:
-        traceback.print_exc()
-        sys.stderr.flush()
-        if world.size > 1:
-            world.Abort(1)
-        raise
+        return evaluate(request, world)
+
+    status, report = run_job(
+        PROG, world, job, user_errors,
+        lambda: (f"finished solves are saved in {args.out / 'fresh.h5'}; run the same command "
+                 "again to resume"))
+    if status:
+        return status
     if world.rank == 0:
         print(summary_table(report), end="", flush=True)
         print(f"{PROG}: report in {args.out / 'report.md'}", flush=True)
