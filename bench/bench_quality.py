@@ -47,7 +47,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
 
 def resplit_copy(path: str, out: Path) -> str:
     """The dataset as .npz without its stored split (train-surrogate then splits by seed)."""
-    from train.data import load_split_data
+    from datasets.split_data import load_split_data
 
     data = load_split_data(path)
     y = np.concatenate([data.y[s] for s in ("train", "validation", "test")])

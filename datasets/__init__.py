@@ -5,7 +5,9 @@ xarray.Dataset. This package never imports torch, and ``import datasets`` does n
 (only :mod:`datasets.generate` and :mod:`datasets.cli` do).
 """
 
-from datasets.errors import ConfigError, ConfigMismatchError, DatasetFileError
+from datasets.errors import ConfigError, ConfigMismatchError, DataError, DatasetFileError
 from datasets.reader import open_dataset
+from datasets.split_data import SplitData, load_split_data
 
-__all__ = ["ConfigError", "ConfigMismatchError", "DatasetFileError", "open_dataset"]
+__all__ = ["ConfigError", "ConfigMismatchError", "DataError", "DatasetFileError", "SplitData",
+           "load_split_data", "open_dataset"]

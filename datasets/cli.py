@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from solvers.mpi_network import configure_mpi_network
+from solvers.common.mpi_network import configure_mpi_network
 
 configure_mpi_network()  # loopback defaults for single-node runs, before MPI is initialised
 

@@ -1,9 +1,17 @@
-"""Exceptions of the datasets package; all are user errors (ValueError subclasses)."""
+"""Exceptions of the datasets package (see :mod:`solvers.errors` for the hierarchy).
+
+All but :class:`~solvers.errors.Interrupted` are user errors (InputError, so ValueError).
+"""
 
 from __future__ import annotations
 
+from solvers.errors import ConfigError, InputError, Interrupted
 
-class DatasetFileError(ValueError):
+__all__ = ["ConfigError", "ConfigMismatchError", "DataError", "DatasetFileError",
+           "DatasetWriteError", "Interrupted"]
+
+
+class DatasetFileError(InputError):
     """A dataset file is missing, corrupt, truncated or not in a supported format.
 
     The message always starts with the file's path and says what is wrong.
@@ -15,21 +23,9 @@ class DatasetWriteError(DatasetFileError):
     version of the file, if any, is intact and the temporary file has been removed."""
 
 
-class ConfigError(ValueError):
-    """A generation option or solver setting given by the user is invalid."""
-
-
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(InputError):
     """Resuming into a file that was started with a different configuration."""
 
 
-class Interrupted(BaseException):
-    """The job received SIGTERM or SIGINT; rank 0 saved its progress before stopping.
-
-    A BaseException (like KeyboardInterrupt), so that no ``except Exception`` in a solver or
-    the engine swallows it.
-    """
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"interrupted by signal {signum}")
+class DataError(InputError):
+    """Unusable training data (no training samples, inconsistent shapes, ...)."""

@@ -23,7 +23,7 @@ job killed at any moment) sees either the previous version or the new one, never
 file. The file is built in memory and written into a temporary file with a unique random name,
 created exclusively by :func:`tempfile.mkstemp` (``O_CREAT | O_EXCL``: it never follows a
 symlink planted in the folder), written through that descriptor only
-(:func:`solvers.output.write_atomic`).
+(:func:`solvers.common.atomic.write_atomic`).
 
 Integrity: every numeric dataset is stored with HDF5's Fletcher-32 checksum filter (chunked),
 so flipped bytes in ``/y``, ``/c``, ... are detected when they are read; the variable-length
@@ -47,7 +47,7 @@ import numpy as np
 
 from datasets.errors import DatasetFileError
 from datasets.splits import SPLIT_NAMES
-from solvers.output import write_atomic as write_file_atomic
+from solvers.common.atomic import write_atomic as write_file_atomic
 
 FORMAT = "varpro-surrogates-dataset"
 FORMAT_VERSION = 1

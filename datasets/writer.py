@@ -45,7 +45,7 @@ from datasets.storage import (
     write_atomic,
 )
 from solvers.base import format_bytes
-from solvers.output import OutputPathError, make_parents, remove_folders, resolve_output
+from solvers.common.atomic import OutputPathError, make_parents, remove_folders, resolve_output
 
 #: a checkpoint waits at least this many times its predecessor's write time
 CHECKPOINT_COST_FACTOR = 20.0

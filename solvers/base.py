@@ -1,4 +1,8 @@
-"""The interface every PDE solver implements, its exceptions and shared input checks."""
+"""The interface every PDE solver implements and shared input checks.
+
+The exceptions live in :mod:`solvers.errors`; :class:`SolveError` and
+:class:`SolverSettingsError` stay importable from here.
+"""
 
 from __future__ import annotations
 
@@ -11,35 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-
-class SolveError(RuntimeError):
-    """A sample could not be solved (Newton or Krylov failure); never returned as numbers.
-
-    Attributes
-    ----------
-    sample : int or None
-        Index of the sample in the dataset, if known.
-    time : float or None
-        Model time at which the failure happened (time-dependent problems), else None.
-    reason : str
-        Human-readable cause, e.g. "Newton diverged after 4 halvings of dt".
-    """
-
-    def __init__(self, reason: str, *, sample: int | None = None, time: float | None = None):
-        self.reason = reason
-        self.sample = sample
-        self.time = time
-        where = []
-        if sample is not None:
-            where.append(f"sample {sample}")
-        if time is not None:
-            where.append(f"t = {time:.6g}")
-        prefix = f"{', '.join(where)}: " if where else ""
-        super().__init__(prefix + reason)
-
-
-class SolverSettingsError(ValueError):
-    """A solver setting (mesh size, time step, ...) is invalid."""
+from solvers.errors import SolveError, SolverSettingsError  # noqa: F401 re-exported
 
 
 @runtime_checkable

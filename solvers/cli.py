@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from solvers.base import SolveError, SolverSettingsError, load_settings_file, parse_assignment
-from solvers.mpi_network import configure_mpi_network
-from solvers.output import OutputPathError, resolve_output, write_atomic
+from solvers.common.mpi_network import configure_mpi_network
+from solvers.common.atomic import OutputPathError, resolve_output, write_atomic
 
 #: exit status after SIGINT / SIGTERM (128 + signal number, as a shell reports it)
 INTERRUPT_STATUS = 128
@@ -120,7 +120,7 @@ def read_parameters(path: str) -> np.ndarray:
 
 
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` (.npy) atomically (see :func:`solvers.output.write_atomic`:
+    """Write ``array`` to ``path`` (.npy) atomically (see :func:`solvers.common.atomic.write_atomic`:
     through a symlink to its target, regular files only, mode from the umask)."""
     write_atomic(path, lambda fh: np.save(fh, array))
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,68 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from solvers.common.atomic import sha256_file, write_bytes_atomic
+from surrogate.errors import NonFiniteModelError, SurrogateFormatError
+from surrogate.metadata import (
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    new_metadata,
+    read_metadata,
+    weights_path,
+    write_metadata,
+)
 from surrogate.separable import SeparableModel
 
-FORMAT_NAME = "varpro-surrogates/separable"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "weights.npz"
-METADATA_FILE = "metadata.json"
-
-
-class SurrogateFormatError(ValueError):
-    """A model directory that cannot be loaded (missing, tampered, wrong version)."""
-
-
-class NonFiniteModelError(ValueError):
-    """A model with NaN or inf weights or normalisation statistics (never saved)."""
-
-
-#: keys every metadata.json has: dotted path -> type
-_METADATA_KEYS: dict[str, type] = {
-    "weights_sha256": str, "model": dict, "model.features": dict, "model.n_out": int,
-    "model.normalizer": dict, "model.dtype": str,
-}
-_JSON_TYPES = {dict: "object", str: "string", int: "integer"}
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fd, 0o666 & ~umask)       # mkstemp creates 0600; use the usual mode
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:                # write/fsync errors do not name the file
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["NonFiniteModelError", "SurrogateFormatError", "load_model", "load_weights",
+           "nonfinite_weights", "save_surrogate", "state_to_npz_bytes"]
 
 
 def state_to_npz_bytes(state: dict[str, torch.Tensor]) -> bytes:
@@ -204,54 +154,13 @@ def save_surrogate(model: SeparableModel, directory: str | os.PathLike,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = state_to_npz_bytes(model.state_dict())
-    atomic_write_bytes(directory / WEIGHTS_FILE, data)
-    meta = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": hashlib.sha256(data).hexdigest(),
-        "model": model.config(),
-        "training": metadata or {},
-        "torch_version": torch.__version__,
-    }
-    for key, value in (extra or {}).items():
+    write_bytes_atomic(directory / WEIGHTS_FILE, data)
+    extra = dict(extra or {})
+    meta = new_metadata(model.config(), hashlib.sha256(data).hexdigest(), metadata,
+                        inputs=extra.pop("inputs", None), outputs=extra.pop("outputs", None))
+    for key, value in extra.items():
         meta.setdefault(key, value)
-    atomic_write_text(directory / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
-    return directory / METADATA_FILE
-
-
-def read_metadata(directory: str | os.PathLike) -> dict:
-    """Metadata of a model directory after checking format name and version."""
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
-        raise SurrogateFormatError(f"{path}: no such file (not a surrogate model directory)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SurrogateFormatError(f"{path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise SurrogateFormatError(f"{path}: cannot be read ({exc.strerror})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise SurrogateFormatError(f"{path}: not a {FORMAT_NAME} metadata file")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise SurrogateFormatError(
-            f"{path}: unsupported format version {version!r} (this package reads version "
-            f"{FORMAT_VERSION})")
-    for key, kind in _METADATA_KEYS.items():
-        node = meta
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is None:
-            raise SurrogateFormatError(f"{path}: missing key {key!r}")
-        if not isinstance(node, kind) or isinstance(node, bool):
-            raise SurrogateFormatError(f"{path}: key {key!r} must be a JSON "
-                                       f"{_JSON_TYPES[kind]}, got {str(node)[:60]!r}")
-    name = meta.get("weights_file", WEIGHTS_FILE)
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-        raise SurrogateFormatError(f"{path}: weights_file must be a file name in the model "
-                                   f"directory, got {name!r}")
-    return meta
+    return write_metadata(directory, meta)
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu"
@@ -266,7 +175,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu"
     """
     directory = Path(directory)
     meta = read_metadata(directory)
-    wpath = directory / str(meta.get("weights_file", WEIGHTS_FILE))
+    wpath = weights_path(directory, meta)
     if not wpath.is_file():
         raise SurrogateFormatError(f"{wpath}: weights file missing")
     digest = sha256_file(wpath)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from surrogate.artifact import atomic_write_text, read_metadata, sha256_file
+from surrogate.artifact import read_metadata, sha256_file, write_text_atomic
 
 FRESH_FILE = "fresh.h5"
 REPORT_JSON = "report.json"
@@ -192,7 +192,7 @@ def plan(request: EvaluationRequest) -> Plan:
         Training seed, overlap with the training parameters, a model without solver
         provenance and neither ``data`` nor ``problem``, shape mismatches, bad options.
     """
-    from surrogate.artifact import SurrogateFormatError
+    from surrogate.errors import SurrogateFormatError
 
     try:
         meta = read_metadata(request.model_dir)
@@ -419,6 +419,7 @@ def _split_errors(meta: dict, model: Any, shift: np.ndarray | None
     if path is None:
         return {}, {}, None
     from train.data import load_split_data
+
     from train.history import relative_errors
 
     prov = meta["training"]["data"]
@@ -544,8 +545,8 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict:
         "notes": plan_.notes,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_text(request.out / REPORT_JSON, json.dumps(_finite(report), indent=2) + "\n")
-    atomic_write_text(request.out / REPORT_MD, markdown(report))
+    write_text_atomic(request.out / REPORT_JSON, json.dumps(_finite(report), indent=2) + "\n")
+    write_text_atomic(request.out / REPORT_MD, markdown(report))
     return report
 
 

@@ -62,7 +62,7 @@ def build_parser(rank: int = 0) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error, 128 + signal number when
     interrupted). Bugs abort all ranks."""
-    from solvers.mpi_network import configure_mpi_network
+    from solvers.common.mpi_network import configure_mpi_network
 
     configure_mpi_network()  # loopback defaults for single-node runs, before MPI starts
     import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)

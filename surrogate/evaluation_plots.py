@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surrogate.artifact import atomic_write_bytes
+from solvers.common.atomic import write_bytes_atomic
 
 #: samples shown as columns in the observables image (GNvpro figure 3)
 N_COLUMNS = 10
@@ -32,7 +32,7 @@ def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def plot_observable_columns(c: np.ndarray, pred: np.ndarray, sample_ids: np.ndarray,

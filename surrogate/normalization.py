@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class NormalizationError(ValueError):
-    """Training data whose statistics are not usable (non-finite mean or scale)."""
+from surrogate.errors import NormalizationError
 
 
 def _scaled_mean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:

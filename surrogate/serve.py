@@ -345,7 +345,7 @@ def read_observed(path: str) -> np.ndarray:
 
 def build_models(args: argparse.Namespace) -> list[umbridge.Model]:
     """The UM-Bridge models the command line asks for."""
-    from surrogate.artifact import SurrogateFormatError
+    from surrogate.errors import SurrogateFormatError
     from surrogate.posterior import GaussianPosterior
     from surrogate.uq_model import load
 

@@ -23,15 +23,15 @@ ValueError naming the problem; inputs outside the training parameter box (metada
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from solvers.common.validation import check_batch
 from surrogate.artifact import load_model
+from surrogate.metadata import io_entries, parameter_box
 from surrogate.numpy_forward import build_numpy_forward
 
 
@@ -39,64 +39,8 @@ class OutOfBoxWarning(UserWarning):
     """An input lies outside the training parameter box (the surrogate extrapolates)."""
 
 
-def check_inputs(y, n_in: int, name: str = "y") -> np.ndarray:
-    """Validate parameters and return them as float64 of shape (n, n_in).
-
-    Parameters
-    ----------
-    y : array_like, shape (n, n_in) or (n_in,)
-        Real numbers (integer or floating dtypes).
-
-    Raises
-    ------
-    ValueError
-        Non-numeric, complex or boolean dtype; wrong shape; NaN or inf (the message names the
-        first offending entry).
-    """
-    arr = np.asarray(y)
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be real numbers (integer or float dtype), got dtype "
-                         f"{arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != n_in:
-        raise ValueError(f"{name} must have shape (n, {n_in}) or ({n_in},), got "
-                         f"{np.shape(y)}")
-    if arr.dtype != np.float64:
-        arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        i, k = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name}[{i}, {k}] = {arr[i, k]} is not finite")
-    return arr
-
-
-def _io_metadata(meta: dict) -> tuple[dict | None, dict | None]:
-    """The contract-1 ``inputs``/``outputs`` entries (top level, else under ``training``)."""
-    training = meta.get("training") or {}
-    return (meta.get("inputs") or training.get("inputs"),
-            meta.get("outputs") or training.get("outputs"))
-
-
-def _box_from_training_data(meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """Fallback for models saved before contract 1: min/max of the training split, read from
-    the training data file if it is still there with the recorded SHA-256 (lazy import of
-    datasets, which never loads dolfinx/PETSc/MPI)."""
-    data = (meta.get("training") or {}).get("data") or {}
-    path = data.get("path")
-    if not path or not Path(path).is_file():
-        return None
-    try:
-        from surrogate.artifact import sha256_file
-        if data.get("sha256") and sha256_file(path) != data["sha256"]:
-            return None
-        from train.data import load_split_data
-
-        split = load_split_data(path, fractions=data.get("split_fractions"),
-                                seed=int(data.get("split_seed", 0)))
-        y = split.y["train"]
-        return y.min(axis=0), y.max(axis=0)
-    except Exception:  # noqa: BLE001 - any unreadable file just means "no box known"
-        return None
+#: the input validator of every prediction entry point (see :mod:`solvers.common.validation`)
+check_inputs = check_batch
 
 
 class SurrogateModel:
@@ -132,19 +76,15 @@ class SurrogateModel:
         self.n_in = int(model.n_in)            # raw parameters (before any input encoding)
         self.n_out = int(model.n_out)
         self._fast = build_numpy_forward(model)
-        inputs, outputs = _io_metadata(metadata)
+        inputs, outputs = io_entries(metadata)
         inputs, outputs = inputs or {}, outputs or {}
         names = inputs.get("names")
         self.input_names = list(names) if names else [f"y{k}" for k in range(self.n_in)]
         onames = outputs.get("names")
         self.output_names = list(onames) if onames else None
         self.output_coords = {k: np.asarray(v) for k, v in (outputs.get("coords") or {}).items()}
-        if "lower" in inputs and "upper" in inputs:
-            box = (np.asarray(inputs["lower"], dtype=np.float64),
-                   np.asarray(inputs["upper"], dtype=np.float64))
-        else:
-            box = _box_from_training_data(metadata)
-        self.lower, self.upper = box if box is not None else (None, None)
+        box = parameter_box(metadata)
+        self.lower, self.upper = (box.lower, box.upper) if box is not None else (None, None)
         self._device = model.W.device
 
     # ------------------------------------------------------------------ properties
@@ -306,6 +246,23 @@ class SurrogateModel:
             out = g.detach().cpu().numpy().astype(np.float64)
         return out[0] if single else out
 
+    def predict(self, y) -> np.ndarray:
+        """Observables in physical units, always by the torch network (the reference path,
+        on ``device``; bitwise what training evaluated). :meth:`__call__` gives the same
+        values up to round-off, faster for small batches.
+
+        Parameters
+        ----------
+        y : array_like, shape (n, n_in) or (n_in,)
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, n_out) or (n_out,), float64
+        """
+        single = np.ndim(y) == 1
+        c = self.torch_model.predict(self._check(y))
+        return c[0] if single else c
+
     def describe(self) -> dict:
         """Sizes, names and box as a JSON-serialisable dict."""
         return {"n_in": self.n_in, "n_out": self.n_out, "input_names": self.input_names,
@@ -342,29 +299,10 @@ def load(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
     return SurrogateModel(model, meta, strict=strict)
 
 
-def io_metadata_from_dataset(ds, y_train: np.ndarray) -> dict:
-    """Contract-1 ``inputs``/``outputs`` entries from a dataset and its training split.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        As returned by ``datasets.open_dataset`` (coordinate ``parameter`` with the names,
-        observable coordinates along ``observable``).
-    y_train : numpy.ndarray, shape (n_train, p)
-
-    Returns
-    -------
-    dict with keys "inputs" and "outputs" (JSON-serialisable)
-    """
-    names = [str(v) for v in ds["parameter"].values] if "parameter" in ds.coords else None
-    coords = {}
-    for key, coord in ds.coords.items():
-        if key != "observable" and coord.dims == ("observable",):
-            coords[str(key)] = np.asarray(coord.values).tolist()
-    return {
-        "inputs": {"names": names or [f"y{k}" for k in range(y_train.shape[1])],
-                   "lower": np.min(y_train, axis=0).astype(float).tolist(),
-                   "upper": np.max(y_train, axis=0).astype(float).tolist(),
-                   "box": "training split min/max, physical units"},
-        "outputs": {"names": None, "coords": json.loads(json.dumps(coords))},
-    }
+def load_surrogate(directory: str | os.PathLike, device: str | torch.device = "cpu"
+                   ) -> SurrogateModel:
+    """Deprecated alias of :func:`load` (kept for one release; warns)."""
+    warnings.warn("surrogate.load_surrogate is deprecated and will be removed in the next "
+                  "release; use surrogate.load (same arguments, same model, .predict(y))",
+                  FutureWarning, stacklevel=2)
+    return load(directory, device=device)

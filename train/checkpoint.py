@@ -22,15 +22,9 @@ from pathlib import Path
 
 import torch
 
-from surrogate.artifact import (
-    SurrogateFormatError,
-    atomic_write_bytes,
-    atomic_write_text,
-    load_npz_state,
-    load_weights,
-    sha256_file,
-    state_to_npz_bytes,
-)
+from solvers.common.atomic import sha256_file, write_bytes_atomic, write_text_atomic
+from surrogate.artifact import load_npz_state, load_weights, state_to_npz_bytes
+from surrogate.errors import SurrogateFormatError
 from surrogate.separable import SeparableModel
 
 CHECKPOINT_DIR = "checkpoint"
@@ -78,13 +72,13 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
         data = state_to_npz_bytes(model.state_dict())
         digest = hashlib.sha256(data).hexdigest()
         name = f"{role}-{digest[:16]}.npz"
-        atomic_write_bytes(d / name, data)
+        write_bytes_atomic(d / name, data)
         digests[name], files[role] = digest, name
     if ckpt.optimizer_state is not None:
         data = state_to_npz_bytes(ckpt.optimizer_state[0])
         digest = hashlib.sha256(data).hexdigest()
         name = f"optimizer-{digest[:16]}.npz"
-        atomic_write_bytes(d / name, data)
+        write_bytes_atomic(d / name, data)
         digests[name], files["optimizer"] = digest, name
     state = {
         "version": CHECKPOINT_VERSION,
@@ -100,7 +94,7 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
         "sha256": digests,
         "optimizer": None if ckpt.optimizer_state is None else ckpt.optimizer_state[1],
     }
-    atomic_write_text(d / "state.json", json.dumps(state) + "\n")
+    write_text_atomic(d / "state.json", json.dumps(state) + "\n")
     for f in d.glob("*.npz"):                       # the previous checkpoint's weights
         if f.name not in digests:
             f.unlink(missing_ok=True)

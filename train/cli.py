@@ -24,13 +24,10 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from surrogate.artifact import (
-    NonFiniteModelError,
-    SurrogateFormatError,
-    atomic_write_text,
-    save_surrogate,
-)
+from solvers.common.atomic import write_text_atomic
+from surrogate.artifact import save_surrogate
 from surrogate.encoding import periodic_encoding
+from surrogate.errors import NonFiniteModelError, SurrogateFormatError
 from surrogate.normalization import NormalizationError, Normalizer
 from surrogate.separable import SeparableModel, build_extractor
 from train.adam import Adam
@@ -54,7 +51,7 @@ from train.config import (
     resolve_config,
     slimtrain_model_config,
 )
-from train.data import SPLITS, DataError, SplitData, load_split_data
+from datasets.split_data import SPLITS, DataError, SplitData, load_split_data
 from train.gauss_newton import GaussNewton
 from train.gnvpro import GNvpro
 from train.history import History, plot_convergence, relative_errors
@@ -212,7 +209,7 @@ def io_metadata(data: SplitData) -> dict:
     """Contract 1: ``"inputs"`` (parameter names, training-split min/max box) and
     ``"outputs"`` (observable coordinates) for metadata.json, read from the data file."""
     from datasets import open_dataset
-    from surrogate.uq_model import io_metadata_from_dataset
+    from surrogate.metadata import io_metadata_from_dataset
 
     return io_metadata_from_dataset(open_dataset(data.provenance["path"]), data.y["train"])
 
@@ -328,8 +325,8 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
         monitor.history.to_csv(stage / "history.csv")
         plot_convergence({LABELS[method]: monitor.history}, stage / "convergence.png",
                          title=f"{LABELS[method]} on {data.problem}")
-        atomic_write_text(stage / "summary.json", json.dumps(summary, indent=2) + "\n")
-        atomic_write_text(stage / "summary.txt", table([summary]))
+        write_text_atomic(stage / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(stage / "summary.txt", table([summary]))
     remove_checkpoint(out)
     return summary
 
@@ -438,8 +435,8 @@ def run(args: argparse.Namespace) -> int:
     text = table(summaries)
     print(text, end="")
     if args.compare:
-        atomic_write_text(out / "compare.txt", text)
-        atomic_write_text(out / "compare.json", json.dumps(summaries, indent=2) + "\n")
+        write_text_atomic(out / "compare.txt", text)
+        write_text_atomic(out / "compare.json", json.dumps(summaries, indent=2) + "\n")
         plot_convergence({LABELS[m]: History.read_csv(out / m / "history.csv") for m in methods},
                          out / "convergence.png", title=f"{data.problem}: convergence")
     return 0

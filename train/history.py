@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from surrogate.artifact import atomic_write_bytes, atomic_write_text
+from solvers.common.atomic import write_bytes_atomic, write_text_atomic
 
 COLUMNS = ("method", "level", "n_steps", "iteration", "loss", "val_loss", "train_rel_err",
            "val_rel_err", "work_units", "wall_time", "grad_norm", "step_norm", "radius", "rho",
@@ -99,7 +99,7 @@ class History:
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the CSV file atomically."""
-        atomic_write_text(path, self.to_csv_text())
+        write_text_atomic(path, self.to_csv_text())
 
     @classmethod
     def read_csv(cls, path: str | os.PathLike) -> History:
@@ -169,4 +169,4 @@ def save_figure(fig, path: str | os.PathLike, title: str | None = None, dpi: int
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    write_bytes_atomic(Path(path), buf.getvalue())

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from surrogate.artifact import METADATA_FILE, WEIGHTS_FILE
+from surrogate.metadata import METADATA_FILE, WEIGHTS_FILE
 from train.checkpoint import CHECKPOINT_DIR, has_checkpoint
 
 OUTPUT_FILES = (WEIGHTS_FILE, METADATA_FILE, "history.csv", "convergence.png", "summary.json",

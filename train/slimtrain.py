@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from surrogate.artifact import atomic_write_text
+from solvers.common.atomic import write_text_atomic
 from surrogate.separable import SeparableModel, augment
 from train.adam import full_loss
 from train.base import Callback, Optimizer
@@ -247,7 +247,7 @@ def write_lambda_history(rows: list[dict], path: str | os.PathLike) -> None:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
 
 
 def read_lambda_history(path: str | os.PathLike) -> list[dict]:

@@ -25,8 +25,8 @@ from solvers.base import SolveError, SolverSettingsError, load_settings_file, pa
 from solvers.cdr import DEFAULTS as CDR_DEFAULTS
 from solvers.cdr import CDRSolver
 from solvers.cli import CLIError, main, read_parameters
+from solvers.common.mpi_network import configure_mpi_network, single_node
 from solvers.dcr import DCRSolver
-from solvers.mpi_network import configure_mpi_network, single_node
 
 BIN = Path(sys.executable).parent
 DCR_COARSE = ["--set", "n_cells=[12, 12, 6]"]
@@ -458,7 +458,7 @@ def test_mpi_listens_on_loopback_only(tmp_path, launcher):
 
 def test_user_can_choose_the_interface():
     """VARPRO_MPI_LOOPBACK=0 restores the MPI library's default (all interfaces)."""
-    code = ("import os; from solvers.mpi_network import configure_mpi_network as c; "
+    code = ("import os; from solvers.common.mpi_network import configure_mpi_network as c; "
             "print(c(), os.environ.get('UCX_NET_DEVICES'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=clean_env(VARPRO_MPI_LOOPBACK="0"), check=True).stdout

@@ -19,7 +19,7 @@ from surrogate import (
     OutOfBoxWarning,
     ResNet,
     SeparableModel,
-    load_surrogate,
+    load,
     save_surrogate,
 )
 from surrogate.encoding import PeriodicEncoding
@@ -192,7 +192,7 @@ def test_bad_inputs_raise_value_errors(saved, bad, message):
 
 def test_predict_refuses_nan_and_warns_outside_the_box(saved):
     _, d = saved
-    s = load_surrogate(d)
+    s = load(d)
     with pytest.raises(ValueError, match=r"y\[0, 1\] = nan is not finite"):
         s.predict(np.array([[0.5, np.nan, 1.0]]))
     with pytest.warns(OutOfBoxWarning, match="outside the training box"):
@@ -233,7 +233,7 @@ def test_trained_model_reproduces_training_time_predictions(dcr):
             pred = m(y)
         err = np.linalg.norm(pred_small - c, axis=1) / np.linalg.norm(c - shift, axis=1)
         assert err.mean() == pytest.approx(summary["errors"][split]["mean"], rel=1e-9)
-        np.testing.assert_allclose(pred_small, load_surrogate(model_dir).model.predict(y),
+        np.testing.assert_allclose(pred_small, load(model_dir).torch_model.predict(y),
                                    rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(pred, pred_small, rtol=1e-12, atol=1e-14)
 

@@ -17,7 +17,7 @@ from surrogate import (
     ResNet,
     SeparableModel,
     SurrogateFormatError,
-    load_surrogate,
+    load,
     save_surrogate,
 )
 
@@ -43,7 +43,7 @@ def saved(request, tmp_path: Path) -> tuple[SeparableModel, Path]:
 def test_roundtrip_gives_identical_predictions(saved):
     model, d = saved
     y = np.random.default_rng(0).normal(size=(7, 3))
-    loaded = load_surrogate(d)
+    loaded = load(d)
     assert np.array_equal(loaded.predict(y), model.predict(y))
     assert loaded.metadata["training"] == {"method": "test"}
     assert (loaded.n_in, loaded.n_out) == (3, 5)
@@ -55,7 +55,7 @@ def test_tampered_weights_are_refused(saved):
     data[len(data) // 2] ^= 0xFF
     (d / "weights.npz").write_bytes(bytes(data))
     with pytest.raises(SurrogateFormatError, match="SHA-256"):
-        load_surrogate(d)
+        load(d)
 
 
 def test_wrong_version_is_refused(saved):
@@ -64,7 +64,7 @@ def test_wrong_version_is_refused(saved):
     meta["format_version"] = 99
     (d / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(SurrogateFormatError, match="unsupported format version 99"):
-        load_surrogate(d)
+        load(d)
 
 
 def test_inconsistent_metadata_is_refused(saved):
@@ -73,12 +73,12 @@ def test_inconsistent_metadata_is_refused(saved):
     meta["model"]["features"]["width"] = 9
     (d / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(SurrogateFormatError, match="do not match"):
-        load_surrogate(d)
+        load(d)
 
 
 def test_missing_directory(tmp_path):
     with pytest.raises(SurrogateFormatError, match="not a surrogate model directory"):
-        load_surrogate(tmp_path / "nothing")
+        load(tmp_path / "nothing")
 
 
 def test_loading_needs_only_numpy_and_torch(tmp_path):
@@ -87,9 +87,9 @@ def test_loading_needs_only_numpy_and_torch(tmp_path):
     save_model(d, "neural_ode")
     code = (
         "import sys, numpy as np\n"
-        "from surrogate import load_surrogate\n"
-        "import train.cli, train.gnvpro\n"
-        f"s = load_surrogate({str(d)!r})\n"
+        "from surrogate import load\n"
+        "import train.gnvpro, train.multilevel\n"
+        f"s = load({str(d)!r})\n"
         "assert s.predict(np.zeros((2, 3))).shape == (2, 5)\n"
         "bad = [m for m in ('dolfinx', 'petsc4py', 'mpi4py', 'datasets') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -98,3 +98,12 @@ def test_loading_needs_only_numpy_and_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_load_surrogate_is_a_deprecated_alias_of_load(tmp_path):
+    d = tmp_path / "m"
+    model = save_model(d, "resnet")
+    y = np.random.default_rng(1).uniform(size=(3, model.n_in))
+    with pytest.warns(FutureWarning, match="use surrogate.load"):
+        old = load_surrogate(d)
+    np.testing.assert_array_equal(old.predict(y), load(d).predict(y))

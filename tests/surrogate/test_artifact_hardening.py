@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from surrogate import NeuralODE, Normalizer, SeparableModel, SurrogateFormatError, load_surrogate
+from surrogate import NeuralODE, Normalizer, SeparableModel, SurrogateFormatError, load
 from surrogate.artifact import save_surrogate
 
 
@@ -55,13 +55,13 @@ def test_a_broken_zip_with_a_matching_hash(saved):
     replace_weights(saved, b"PK\x03\x04" + b"\x00" * 40)
     with pytest.raises(SurrogateFormatError, match=r"weights.npz: not a readable .npz archive "
                                                    r"of arrays \(BadZipFile"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_a_truncated_archive_with_a_matching_hash(saved):
     replace_weights(saved, (saved / "weights.npz").read_bytes()[:-200])
     with pytest.raises(SurrogateFormatError, match="weights.npz: not a readable .npz archive"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_a_missing_array_is_named(saved):
@@ -69,13 +69,13 @@ def test_a_missing_array_is_named(saved):
     del a["W"]
     replace_weights(saved, npz_bytes(a))
     with pytest.raises(SurrogateFormatError, match=r"missing arrays \['W'\]"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_an_extra_array_is_named(saved):
     replace_weights(saved, npz_bytes({**arrays(saved), "spare": np.zeros(3)}))
     with pytest.raises(SurrogateFormatError, match=r"unexpected arrays \['spare'\]"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_a_misshapen_array_is_named(saved):
@@ -84,7 +84,7 @@ def test_a_misshapen_array_is_named(saved):
     replace_weights(saved, npz_bytes(a))
     with pytest.raises(SurrogateFormatError, match=r"wrong shapes: W \(5, 4\) \(expected "
                                                    r"\(5, 5\)\)"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_non_finite_weights_are_refused(saved):
@@ -93,13 +93,13 @@ def test_non_finite_weights_are_refused(saved):
     replace_weights(saved, npz_bytes(a))
     with pytest.raises(SurrogateFormatError, match=r"non-finite weights: normalizer.c_scale "
                                                    r"\(target scale\) = inf"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_non_numeric_arrays_are_refused(saved):
     replace_weights(saved, npz_bytes({**arrays(saved), "W": np.array(["a", "b"])}))
     with pytest.raises(SurrogateFormatError, match=r"arrays \['W'\] are not numeric"):
-        load_surrogate(saved)
+        load(saved)
 
 
 @pytest.mark.parametrize("path, message", [
@@ -117,30 +117,30 @@ def test_metadata_missing_a_key(saved, path, message):
 
     edit_metadata(saved, drop)
     with pytest.raises(SurrogateFormatError, match="metadata.json: " + message):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_metadata_with_a_wrong_type(saved):
     edit_metadata(saved, lambda m: m["model"].update(n_out="five"))
     with pytest.raises(SurrogateFormatError, match="key 'model.n_out' must be a JSON integer"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_metadata_whose_architecture_cannot_be_built(saved):
     edit_metadata(saved, lambda m: m["model"]["features"].update(architecture="transformer"))
     with pytest.raises(SurrogateFormatError, match="architecture cannot be built.*transformer"):
-        load_surrogate(saved)
+        load(saved)
 
 
 @pytest.mark.parametrize("content", [b"not json at all", b"\xff\xfe\x00", b"[" * 100000])
 def test_metadata_that_is_not_json(saved, content):
     (saved / "metadata.json").write_bytes(content)
     with pytest.raises(SurrogateFormatError, match="metadata.json: not valid JSON"):
-        load_surrogate(saved)
+        load(saved)
 
 
 def test_weights_file_outside_the_folder_is_refused(saved, tmp_path):
     (tmp_path / "elsewhere.npz").write_bytes((saved / "weights.npz").read_bytes())
     edit_metadata(saved, lambda m: m.update(weights_file="../elsewhere.npz"))
     with pytest.raises(SurrogateFormatError, match="weights_file must be a file name"):
-        load_surrogate(saved)
+        load(saved)

@@ -126,12 +126,12 @@ def _wait_for_lock_release(path: Path) -> None:
 def test_reported_errors_equal_direct_computation(setup) -> None:
     """Fresh, per-observable, split and box numbers of the report against numpy."""
     from datasets import open_dataset
-    from surrogate.predict import load_surrogate
+    from surrogate import load
 
     report = _report(setup["ref"])
     fresh = open_dataset(setup["ref"] / "fresh.h5")
     assert fresh.sizes["sample"] == N_FRESH and int(fresh.attrs["seed"]) == FRESH_SEED
-    sur = load_surrogate(setup["model"])
+    sur = load(setup["model"])
     y, c = fresh["y"].values, fresh["c"].values
     pred = sur.predict(y)
     assert not sur.model.normalizer.center_targets  # CDR: c_shift = 0

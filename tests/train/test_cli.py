@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import train.cli as cli
-from surrogate import load_surrogate
+from datasets.split_data import seeded_split
+from surrogate import load
 from train.config import ConfigError, merge_config, resolve_config
-from train.data import seeded_split
 
 TINY = """
 [model]
@@ -69,7 +69,7 @@ def test_train_writes_a_loadable_surrogate(data, tiny, tmp_path, capsys):
     # the saved model is the one selected on validation and reproduces the summary
     raw = np.load(data)
     split = seeded_split(80, [0.5, 0.25, 0.25], 0)
-    s = load_surrogate(out)
+    s = load(out)
     err = np.linalg.norm(s.predict(raw["y"][split == "test"]) - raw["c"][split == "test"],
                          axis=1) / np.linalg.norm(raw["c"][split == "test"], axis=1)
     assert err.mean() == pytest.approx(summary["errors"]["test"]["mean"], rel=1e-10)
@@ -103,8 +103,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data, tiny, tmp_
 
     assert losses(tmp_path / "run") == losses(tmp_path / "ref")
     y = np.random.default_rng(0).uniform(size=(5, 4))
-    assert np.array_equal(load_surrogate(tmp_path / "run").predict(y),
-                          load_surrogate(tmp_path / "ref").predict(y))
+    assert np.array_equal(load(tmp_path / "run").predict(y),
+                          load(tmp_path / "ref").predict(y))
 
 
 def test_compare_prints_a_table_for_all_methods(data, tiny, tmp_path, capsys):

@@ -18,8 +18,8 @@ import torch
 
 import train.checkpoint as checkpoint
 import train.cli as cli
-from surrogate import NeuralODE, Normalizer, SeparableModel, load_surrogate
-from surrogate.artifact import NonFiniteModelError
+from surrogate import NeuralODE, Normalizer, SeparableModel, load
+from surrogate.errors import NonFiniteModelError
 from surrogate.normalization import NormalizationError
 from train.config import ConfigError, merge_config, read_toml
 from train.outputs import OUTPUT_FILES
@@ -62,7 +62,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def predictions(folder: Path) -> np.ndarray:
-    return load_surrogate(folder).predict(np.random.default_rng(0).uniform(size=(5, 4)))
+    return load(folder).predict(np.random.default_rng(0).uniform(size=(5, 4)))
 
 
 # --- TOML settings ----------------------------------------------------------------------------
@@ -165,14 +165,14 @@ def test_huge_targets_train_like_unscaled_ones_or_are_refused(tmp_path, data, fa
     np.savez(big, y=raw["y"], c=raw["c"] * 1e90)
     assert train(data, fast, tmp_path / "ref", method="gnvpro") == 0
     assert train(big, fast, tmp_path / "big", method="gnvpro") == 0
-    s = load_surrogate(tmp_path / "big")
+    s = load(tmp_path / "big")
     assert np.isfinite(float(s.model.normalizer.c_scale))
     ref = json.loads((tmp_path / "ref" / "summary.json").read_text())["errors"]
     got = json.loads((tmp_path / "big" / "summary.json").read_text())["errors"]
     for split in ("train", "validation", "test"):
         assert got[split]["mean"] == pytest.approx(ref[split]["mean"], rel=1e-6)
     y = raw["y"][:5]
-    np.testing.assert_allclose(s.predict(y), 1e90 * load_surrogate(tmp_path / "ref").predict(y),
+    np.testing.assert_allclose(s.predict(y), 1e90 * load(tmp_path / "ref").predict(y),
                                rtol=1e-6)
     capsys.readouterr()
     np.savez(big, y=raw["y"], c=raw["c"] * 1e300)
@@ -253,7 +253,7 @@ def test_a_different_model_in_out_is_not_overwritten(tmp_path, data, fast, capsy
     assert train(data, fast, out, "--resume", method="gnvpro") == 0
     assert "nothing to resume" in capsys.readouterr().err
     assert train(data, fast, out, "--overwrite") == 0
-    assert load_surrogate(out).metadata["training"]["method"] == "lbfgsvpro"
+    assert load(out).metadata["training"]["method"] == "lbfgsvpro"
     assert not list(out.glob(".*")), "temporary files left behind"
 
 
@@ -294,7 +294,7 @@ def interrupt_after_first_level(monkeypatch, data, config, out) -> None:
 def test_a_kill_while_writing_a_checkpoint_leaves_a_resumable_one(tmp_path, data, fast,
                                                                   monkeypatch):
     assert train(data, fast, tmp_path / "ref") == 0
-    real = checkpoint.atomic_write_text
+    real = checkpoint.write_text_atomic
     calls = []
 
     def killed_before_second_state(path, text):
@@ -303,10 +303,10 @@ def test_a_kill_while_writing_a_checkpoint_leaves_a_resumable_one(tmp_path, data
             raise KeyboardInterrupt
         real(path, text)
 
-    monkeypatch.setattr(checkpoint, "atomic_write_text", killed_before_second_state)
+    monkeypatch.setattr(checkpoint, "write_text_atomic", killed_before_second_state)
     with pytest.raises(KeyboardInterrupt):
         train(data, fast, tmp_path / "run")
-    monkeypatch.setattr(checkpoint, "atomic_write_text", real)
+    monkeypatch.setattr(checkpoint, "write_text_atomic", real)
     assert train(data, fast, tmp_path / "run", "--resume") == 0
     assert np.array_equal(predictions(tmp_path / "run"), predictions(tmp_path / "ref"))
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import train.cli as cli
-from surrogate import NeuralODE, SeparableModel, load_surrogate
+from surrogate import NeuralODE, SeparableModel, load
 from surrogate.artifact import load_model, save_surrogate
 from surrogate.encoding import PeriodicEncoding, build_encoding
 from surrogate.neural_ode import RK4_IMAGINARY_LIMIT
@@ -200,7 +200,7 @@ def test_train_surrogate_with_a_periodic_input_end_to_end(tmp_path: Path):
         "[gnvpro]\nwork_units_per_level = [20, 30]\nr_max = 5\n")
     assert cli.main(["--data", str(tmp_path / "p.npz"), "--method", "gnvpro", "--config",
                      str(tmp_path / "t.toml"), "--quiet", "--out", str(tmp_path / "m")]) == 0
-    sur = load_surrogate(tmp_path / "m")
+    sur = load(tmp_path / "m")
     assert sur.n_in == 3 and sur.model.features.n_in == 4
     np.testing.assert_allclose(sur.predict(y[:5] + [0, 0, math.pi]), sur.predict(y[:5]),
                                rtol=1e-12, atol=1e-12)

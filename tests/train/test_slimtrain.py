@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train.cli as cli
-from surrogate import NeuralODE, SeparableModel, load_surrogate
+from surrogate import NeuralODE, SeparableModel, load
 from surrogate.resnet import ResNet
 from surrogate.separable import augment
 from tests.train.synthetic import student, teacher_data
@@ -277,5 +277,5 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data, tiny, tmp_
     assert rows(tmp_path / "run", "lambda_history.csv", lam) == rows(
         tmp_path / "ref", "lambda_history.csv", lam)
     y = np.random.default_rng(0).uniform(size=(5, 4))
-    assert np.array_equal(load_surrogate(tmp_path / "run").predict(y),
-                          load_surrogate(tmp_path / "ref").predict(y))
+    assert np.array_equal(load(tmp_path / "run").predict(y),
+                          load(tmp_path / "ref").predict(y))

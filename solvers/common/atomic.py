@@ -1,4 +1,4 @@
-"""Safe output files: through symlinks to their target, regular files only, atomic, umask.
+"""The one atomic writer: through symlinks to their target, regular files only, umask.
 
 :func:`resolve_output` checks an output path before any work is done (so that a FIFO or a
 device node is refused up front); :func:`write_atomic` writes the content into a temporary
@@ -11,6 +11,7 @@ the output are removed again if the write fails.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -18,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from solvers.errors import OutputPathError
 
-class OutputPathError(ValueError):
-    """An output path cannot be written (not a regular file, inside a non-folder, ...)."""
+__all__ = ["OutputPathError", "current_umask", "make_parents", "remove_folders",
+           "resolve_output", "sha256_file", "write_atomic", "write_bytes_atomic",
+           "write_text_atomic"]
 
 
 def current_umask() -> int:
@@ -114,9 +117,30 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None],
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         tmp = None
-    except BaseException:
+    except BaseException as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         remove_folders(created)
+        if isinstance(exc, OSError) and exc.filename is None:  # write/fsync errors (ENOSPC)
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc  # name no file
         raise
     return target
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "output") -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, lambda fh: fh.write(data), what)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, what: str = "output") -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`write_atomic`)."""
+    return write_bytes_atomic(path, text.encode("utf-8"), what)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

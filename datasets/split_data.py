@@ -15,16 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from surrogate.artifact import sha256_file
+from datasets.errors import DataError
+from datasets.reader import open_dataset
+from solvers.common.atomic import sha256_file
 
 SPLITS = ("train", "validation", "test")
 
 #: (n_parameters, n_observables) -> problem, for files without a ``problem`` attribute
 KNOWN_SHAPES = {(55, 72): "cdr", (3, 882): "dcr"}
-
-
-class DataError(ValueError):
-    """Unusable training data (no training samples, inconsistent shapes, ...)."""
 
 
 @dataclass
@@ -117,8 +115,6 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
     ------
     datasets.DatasetFileError, DataError
     """
-    from datasets import open_dataset
-
     path = Path(path)
     ds = open_dataset(path)
     y = np.asarray(ds["y"].values, dtype=np.float64)

@@ -1,0 +1,32 @@
+"""Exceptions of the surrogate package (core, evaluation and serving).
+
+Bad input is an :class:`~solvers.errors.InputError` (so a ``ValueError``), a failure a
+:class:`~solvers.errors.RunError` (so a ``RuntimeError``); see :mod:`solvers.errors`.
+"""
+
+from __future__ import annotations
+
+from solvers.errors import InputError, UsageError, VarproError
+
+__all__ = ["EvaluationError", "NonFiniteModelError", "NormalizationError", "RequestError",
+           "SurrogateFormatError", "UsageError", "VarproError"]
+
+
+class SurrogateFormatError(InputError):
+    """A model directory that cannot be loaded (missing, tampered, wrong version)."""
+
+
+class NonFiniteModelError(InputError):
+    """A model with NaN or inf weights or normalisation statistics (never saved)."""
+
+
+class NormalizationError(InputError):
+    """Training data whose statistics cannot normalise it (constant or non-finite columns)."""
+
+
+class EvaluationError(InputError):
+    """An evaluation request that cannot be carried out (bad option, unusable model or data)."""
+
+
+class RequestError(InputError):
+    """A malformed UM-Bridge request (answered with an InvalidInput error body)."""
