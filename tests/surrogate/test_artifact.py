@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import surrogate
 from surrogate import (
     NeuralODE,
     Normalizer,
