@@ -106,5 +106,5 @@ def test_load_surrogate_is_a_deprecated_alias_of_load(tmp_path):
     model = save_model(d, "resnet")
     y = np.random.default_rng(1).uniform(size=(3, model.n_in))
     with pytest.warns(FutureWarning, match="use surrogate.load"):
-        old = load_surrogate(d)
+        old = surrogate.load_surrogate(d)
     np.testing.assert_array_equal(old.predict(y), load(d).predict(y))
