@@ -120,6 +120,15 @@ def check_numbers(value: Any, n: int, name: str) -> tuple[float, ...]:
     return tuple(check_finite(v, f"{name}[{k}]") for k, v in enumerate(items))
 
 
+def to_plain(value: Any) -> Any:
+    """A setting value as JSON types: tuples become lists, recursively (also in dicts)."""
+    if isinstance(value, tuple | list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
 # ---------------------------------------------------------------------- memory guard
 def available_memory() -> int:
     """Bytes of memory this process can still use: MemAvailable of /proc/meminfo, capped by

@@ -21,12 +21,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
-from solvers.base import SolveError, SolverSettingsError, load_settings_file, parse_assignment
+import solvers.base
+import solvers.errors
+from solvers.base import load_settings_file, parse_assignment
 from solvers.cdr import DEFAULTS as CDR_DEFAULTS
 from solvers.cdr import CDRSolver
+from solvers.cdr_settings import CDRSettings
 from solvers.cli import CLIError, main, read_parameters
 from solvers.common.mpi_network import configure_mpi_network, single_node
 from solvers.dcr import DCRSolver
+from solvers.dcr_settings import DCRSettings
+from solvers.errors import SolveError, SolverSettingsError
 
 BIN = Path(sys.executable).parent
 DCR_COARSE = ["--set", "n_cells=[12, 12, 6]"]
@@ -251,14 +256,14 @@ SETTING_VALUES = st.one_of(
 @settings(max_examples=300, deadline=None, derandomize=True)
 def test_property_cdr_settings_validation(key, value):
     """Any value of any CDR setting is stored or refused with SolverSettingsError (the
-    validation step of the constructor, without building the mesh)."""
-    solver = CDRSolver.__new__(CDRSolver)
-    solver.comm, solver._custom_source = MPI.COMM_SELF, False
+    settings dataclass the constructor validates with, without building the mesh)."""
     try:
-        solver._validate_and_store({**CDR_DEFAULTS, key: value})
+        config = CDRSettings.from_dict({**CDR_DEFAULTS, key: value})
+        config.check_memory(n_ranks=1)
     except SolverSettingsError:
         return
-    assert solver.n_parameters == len(solver.levels) >= 1
+    assert config.n_parameters == len(config.levels) >= 1
+    assert CDRSettings.from_dict(config.to_dict()) == config   # normalised values are stable
 
 
 @given(st.sampled_from(["n_cells", "domain", "body_center", "contrast", "anisotropy",
@@ -272,10 +277,25 @@ def test_property_dcr_settings(key, value):
             "source_minus": (1.0, 0.5, 1.0), "receiver_start": 0.5, "receiver_spacing": 0.5,
             "n_receivers": 3, "difference_step": 0.25}
     try:
-        solver = DCRSolver(MPI.COMM_SELF, **{**base, key: value})
+        config = DCRSettings.from_dict({**base, key: value})
     except SolverSettingsError:
+        with pytest.raises(SolverSettingsError):   # the solver refuses the same values
+            DCRSolver(MPI.COMM_SELF, **{**base, key: value})
         return
-    assert solver.n_observables == 2 * solver.n_receivers ** 2
+    assert DCRSettings.from_dict(config.to_dict()) == config   # normalised values are stable
+    solver = DCRSolver(MPI.COMM_SELF, **{**base, key: value})
+    assert solver.n_observables == 2 * solver.n_receivers ** 2 == config.n_observables
+
+
+def test_solver_exceptions_live_in_solvers_errors():
+    """SolveError and SolverSettingsError come from solvers.errors (still importable from
+    solvers.base) and keep their builtin bases, so ``except ValueError`` keeps working."""
+    assert solvers.base.SolveError is SolveError is solvers.errors.SolveError
+    assert solvers.base.SolverSettingsError is SolverSettingsError
+    assert issubclass(SolverSettingsError, ValueError)
+    assert issubclass(SolveError, RuntimeError)
+    with pytest.raises(ValueError, match="unknown CDR setting"):
+        CDRSettings.from_dict({"mesh_size": 3})
 
 
 # ---------------------------------------------------------------------- output files
