@@ -59,12 +59,8 @@ from petsc4py import PETSc
 
 from solvers.base import SolveError, SolverSettingsError, check_parameter_vector
 from solvers.cdr_jit import jit_options
-from solvers.cdr_plot import gather_field, plot_solution  # noqa: F401  (used by solvers.cli)
 from solvers.cdr_reaction import ReactionTable, reaction_sum, sample_simplex
 from solvers.cdr_settings import DEFAULTS, CDRSettings
-
-#: Former private name of :func:`solvers.cdr_jit.jit_options` (tests/containers imports it).
-_jit_options = jit_options
 
 
 @dataclass
@@ -560,4 +556,4 @@ class CDRSolver:
         return out
 
 
-__all__ = ["DEFAULTS", "CDRResult", "CDRSolver", "gather_field", "plot_solution"]
+__all__ = ["DEFAULTS", "CDRResult", "CDRSolver"]

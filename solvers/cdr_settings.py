@@ -23,11 +23,11 @@ from solvers.base import (
     check_numbers,
     check_positive,
     check_positive_int,
-    format_bytes,
     to_plain,
 )
-from solvers.base import check_memory as _guard_memory
 from solvers.cdr_reaction import Levels, reaction_levels
+from solvers.common.memory import check_memory as _guard_memory
+from solvers.common.memory import format_bytes
 from solvers.errors import SolverSettingsError
 
 #: SPEC 1 observation points (x1, x2); all are nodes of the default 150 x 150 mesh.

@@ -45,10 +45,6 @@ PROBLEM_HELP = {
     "dcr": "DC resistivity, y in R^3 -> c in R^882 (SPEC 2)",
 }
 
-#: the error of a bad command line or input file (``solve-pde: error: ...``, exit status 2)
-CLIError = UsageError
-
-
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """``["key=value", ...]`` -> settings dict (values parsed as TOML literals)."""
     return parse_assignments(items, SolverSettingsError)
@@ -57,7 +53,7 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
 def read_parameters(path: str) -> np.ndarray:
     """Read y from a .npy vector or a text file with one number per line.
 
-    Returns a float64 vector, shape (n,); raises CLIError saying what is wrong with the file
+    Returns a float64 vector, shape (n,); raises UsageError saying what is wrong with the file
     (missing, a folder, empty, not a vector, complex or non-numeric values, too large).
     """
     p = Path(path)
@@ -170,7 +166,7 @@ def _run(args: argparse.Namespace) -> None:
     else:
         y = solver.sample_parameters(np.random.default_rng(0 if args.seed is None else args.seed))
     if args.problem == "cdr":
-        from solvers.cdr import plot_solution
+        from solvers.cdr_plot import plot_solution
 
         result = solver.run(y, keep_fields=bool(args.plot or args.fields))
         c = result.observables
@@ -182,7 +178,7 @@ def _run(args: argparse.Namespace) -> None:
         if args.fields:
             _save_fields(solver, result, args.fields)
     else:
-        from solvers.dcr import plot_solution
+        from solvers.dcr_plot import plot_solution
 
         c = solver.solve(y)
         if args.plot:
@@ -194,7 +190,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _save_fields(solver: Any, result: Any, path: str) -> None:
-    from solvers.cdr import gather_field
+    from solvers.cdr_plot import gather_field
 
     gathered = [gather_field(solver, f) for f in result.fields]
     if solver.comm.rank == 0:

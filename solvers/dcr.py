@@ -50,7 +50,6 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from solvers.base import SolveError, SolverSettingsError, check_parameter_vector
-from solvers.dcr_plot import plot_solution  # noqa: F401  (used by solvers.cli)
 from solvers.dcr_settings import DEFAULTS, DCRSettings
 
 #: "auto" uses ICC up to this many nodes on one rank, else GAMG. Measured per sample (CG,
@@ -561,4 +560,4 @@ def _reason_name(reason: int) -> str:
     return f"{names.get(reason, 'UNKNOWN')} ({reason})"
 
 
-__all__ = ["DEFAULTS", "DCRSolver", "plot_solution", "trilinear_matrix"]
+__all__ = ["DEFAULTS", "DCRSolver", "trilinear_matrix"]

@@ -22,10 +22,10 @@ from solvers.base import (
     check_numbers,
     check_positive,
     check_positive_int,
-    format_bytes,
     to_plain,
 )
-from solvers.base import check_memory as _guard_memory
+from solvers.common.memory import check_memory as _guard_memory
+from solvers.common.memory import format_bytes
 from solvers.errors import SolverSettingsError
 
 #: Preconditioners accepted by the ``preconditioner`` setting.

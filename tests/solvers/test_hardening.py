@@ -23,15 +23,15 @@ from mpi4py import MPI
 
 import solvers.base
 import solvers.errors
-from solvers.base import load_settings_file, parse_assignment
 from solvers.cdr import DEFAULTS as CDR_DEFAULTS
 from solvers.cdr import CDRSolver
 from solvers.cdr_settings import CDRSettings
-from solvers.cli import CLIError, main, read_parameters
+from solvers.cli import main, read_parameters
 from solvers.common.mpi_network import configure_mpi_network, single_node
+from solvers.common.toml import parse_assignment, read_toml
 from solvers.dcr import DCRSolver
 from solvers.dcr_settings import DCRSettings
-from solvers.errors import SolveError, SolverSettingsError
+from solvers.errors import ConfigError, SolveError, SolverSettingsError, UsageError
 
 BIN = Path(sys.executable).parent
 DCR_COARSE = ["--set", "n_cells=[12, 12, 6]"]
@@ -139,15 +139,15 @@ def test_parameter_file_problems_are_named(tmp_path):
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(CLIError, match=message):
+        with pytest.raises(UsageError, match=message):
             read_parameters(str(tmp_path / name))
     np.save(tmp_path / "complex.npy", np.array([0.5 + 1j, 0.2, 1.0]))
-    with pytest.raises(CLIError, match="complex values"):
+    with pytest.raises(UsageError, match="complex values"):
         read_parameters(str(tmp_path / "complex.npy"))
     np.save(tmp_path / "none.npy", np.zeros(0))
-    with pytest.raises(CLIError, match="holds no numbers"):
+    with pytest.raises(UsageError, match="holds no numbers"):
         read_parameters(str(tmp_path / "none.npy"))
-    with pytest.raises(CLIError, match="is a folder"):
+    with pytest.raises(UsageError, match="is a folder"):
         read_parameters(str(tmp_path))
 
 
@@ -160,7 +160,7 @@ def test_property_parameter_reader(tmp_path, content, suffix):
     path.write_bytes(content)
     try:
         y = read_parameters(str(path))
-    except CLIError:
+    except UsageError:
         return
     assert y.dtype == np.float64 and y.ndim == 1 and y.size >= 1
 
@@ -173,7 +173,7 @@ def test_parameter_reader_npy_dtypes(tmp_path):
         np.save(tmp_path / "a.npy", arr)
         try:
             y = read_parameters(str(tmp_path / "a.npy"))
-        except CLIError:
+        except UsageError:
             assert arr.dtype.kind not in "iuf" or arr.ndim != 1
         else:
             np.testing.assert_array_equal(y, arr.astype(np.float64))
@@ -183,10 +183,10 @@ def test_parameter_reader_npy_dtypes(tmp_path):
 @given(st.text(max_size=60))
 @settings(max_examples=300, deadline=None, derandomize=True)
 def test_property_set_parser(text):
-    """Arbitrary --set text gives (key, TOML value) or SolverSettingsError."""
+    """Arbitrary --set text gives (key, TOML value) or ConfigError."""
     try:
         key, value = parse_assignment(text)
-    except SolverSettingsError:
+    except ConfigError:
         return
     assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and text.strip().startswith(key)
 
@@ -222,12 +222,12 @@ def test_property_set_parser_round_trip(values):
 @settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_property_settings_file(tmp_path, content):
-    """Arbitrary bytes as a --config file give a dict or SolverSettingsError."""
+    """Arbitrary bytes as a --config file give a dict or ConfigError."""
     path = tmp_path / "c.toml"
     path.write_bytes(content)
     try:
-        assert isinstance(load_settings_file(path), dict)
-    except SolverSettingsError:
+        assert isinstance(read_toml(path), dict)
+    except ConfigError:
         pass
 
 
