@@ -44,8 +44,8 @@ from datasets.storage import (
     remove_stale_temporaries,
     write_atomic,
 )
-from solvers.common.memory import format_bytes
 from solvers.common.atomic import OutputPathError, make_parents, remove_folders, resolve_output
+from solvers.common.memory import format_bytes
 
 #: a checkpoint waits at least this many times its predecessor's write time
 CHECKPOINT_COST_FACTOR = 20.0
