@@ -472,7 +472,7 @@ class CDRSolver:
     def _load_vector(self, t_new: float, inv_dt: float) -> PETSc.Vec:
         """b = M u^n / dt + F(t_new) (u^n is the current iterate at the start of the step)."""
         b = self._b
-        self.time.value = t_new
+        self.time.value = t_new  # type: ignore[assignment]  # dolfinx types value as array
         if self._source_form is None:
             b.set(0.0)
             for amp, vec in zip(self._source_amplitudes(t_new), self._source_vectors,

@@ -160,13 +160,13 @@ def _run(args: argparse.Namespace) -> None:
     error = comm.bcast(error)
     if error is not None:
         raise UsageError(error)
-    solver = make_solver(args.problem, comm, **settings)
+    solver: Any = make_solver(args.problem, comm, **settings)
     if args.params is not None:
         y = read_parameters(args.params)
     else:
         y = solver.sample_parameters(np.random.default_rng(0 if args.seed is None else args.seed))
     if args.problem == "cdr":
-        from solvers.cdr_plot import plot_solution
+        from solvers.cdr_plot import plot_solution as plot_cdr
 
         result = solver.run(y, keep_fields=bool(args.plot or args.fields))
         c = result.observables
@@ -174,15 +174,15 @@ def _run(args: argparse.Namespace) -> None:
             print(f"cdr: {result.substeps} steps, {result.newton_iterations} Newton iterations, "
                   f"{result.wall_time:.2f} s on {comm.size} rank(s)")
         if args.plot:
-            plot_solution(solver, result, args.plot)
+            plot_cdr(solver, result, args.plot)
         if args.fields:
             _save_fields(solver, result, args.fields)
     else:
-        from solvers.dcr_plot import plot_solution
+        from solvers.dcr_plot import plot_solution as plot_dcr
 
         c = solver.solve(y)
         if args.plot:
-            plot_solution(solver, y, c, args.plot)
+            plot_dcr(solver, y, c, args.plot)
     if comm.rank == 0:
         save_npy_atomic(args.out, c)
         print(f"wrote {c.size} observables to {args.out}"
@@ -193,9 +193,10 @@ def _save_fields(solver: Any, result: Any, path: str) -> None:
     from solvers.cdr_plot import gather_field
 
     gathered = [gather_field(solver, f) for f in result.fields]
-    if solver.comm.rank == 0:
-        xy = gathered[0][0]
-        u = np.stack([g[1] for g in gathered])
+    if solver.comm.rank == 0:  # rank 0 holds every gathered field
+        fields = [g for g in gathered if g is not None]
+        xy = fields[0][0]
+        u = np.stack([g[1] for g in fields])
         write_atomic(path, lambda fh: np.savez(fh, x=xy, t=solver.output_times, u=u),
                      "--fields")
 

@@ -77,8 +77,10 @@ class PDEModel:
         self.fd_step = float(fd_step)
         self.n_in = int(self.solver.n_parameters)
         self.n_out = int(self.solver.n_observables)
-        self.input_names = list(self.solver.parameter_names)
-        self.output_coords = self.solver.observable_coords()
+        names = getattr(self.solver, "parameter_names", None)
+        self.input_names = list(names) if names else [f"y{k}" for k in range(self.n_in)]
+        coords = getattr(self.solver, "observable_coords", None)
+        self.output_coords = coords() if callable(coords) else {}
         bounds = getattr(self.solver, "parameter_bounds", None)
         if bounds is not None:
             b = np.asarray(bounds, dtype=np.float64)
