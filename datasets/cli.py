@@ -17,11 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from solvers.common.mpi_network import configure_mpi_network
+from solvers.common.mpi_network import init_mpi
 
-configure_mpi_network()  # loopback defaults for single-node runs, before MPI is initialised
+init_mpi()  # loopback defaults for single-node runs, then MPI (before petsc4py / dolfinx)
 
-import dolfinx_solver  # noqa: E402, F401  (orders MPI ahead of petsc4py / dolfinx)
 from mpi4py import MPI  # noqa: E402
 
 from datasets.config import resolve_overrides  # noqa: E402

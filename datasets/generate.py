@@ -32,17 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-import numpy as np
-from mpi4py import MPI
+from solvers.common.mpi_network import init_mpi
 
-from datasets.errors import ConfigError, DatasetWriteError, Interrupted
-from datasets.sampling import check_seed, draw_parameters
-from datasets.splits import SplitSpec
-from datasets.storage import FAILED, OK
-from datasets.writer import DatasetWriter
-from solvers import SolveError, SolverSettingsError, make_solver
-from solvers.common.memory import check_memory, format_bytes
+init_mpi()  # loopback defaults for single-node runs, then MPI (before petsc4py / dolfinx)
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from datasets.errors import ConfigError, DatasetWriteError, Interrupted  # noqa: E402
+from datasets.sampling import check_seed, draw_parameters  # noqa: E402
+from datasets.splits import SplitSpec  # noqa: E402
+from datasets.storage import FAILED, OK  # noqa: E402
+from datasets.writer import DatasetWriter  # noqa: E402
+from solvers import SolveError, SolverSettingsError, make_solver  # noqa: E402
+from solvers.common.memory import check_memory, format_bytes  # noqa: E402
 
 #: message tag of results sent to rank 0
 RESULT_TAG = 4242

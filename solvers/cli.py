@@ -27,7 +27,7 @@ from solvers.common.cli import (
     signal_name,
     stop_on_signals,
 )
-from solvers.common.mpi_network import configure_mpi_network
+from solvers.common.mpi_network import init_mpi
 from solvers.common.toml import parse_assignments, read_toml
 from solvers.errors import (
     Interrupted,
@@ -136,12 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    import dolfinx_solver  # noqa: F401  (before mpi4py)
-    from mpi4py import MPI
-
     from solvers import make_solver
 
-    comm = MPI.COMM_WORLD
+    comm = init_mpi().COMM_WORLD
     stop_on_signals()
     settings = read_toml(args.config, SolverSettingsError) if args.config is not None else {}
     settings.update(parse_set_options(args.settings))
@@ -204,7 +201,6 @@ def _save_fields(solver: Any, result: Any, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0, or exits with 2 (bad input), 1 (solve failed) or 128 + signal
     (interrupted)."""
-    configure_mpi_network()  # before MPI is initialised (in _run)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

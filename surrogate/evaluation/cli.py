@@ -103,11 +103,9 @@ def run(args: argparse.Namespace, world: Any) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a fresh file that cannot be written,
     2 user error, 128 + signal number when interrupted). Bugs abort all ranks."""
-    from solvers.common.mpi_network import configure_mpi_network
+    from solvers.common.mpi_network import init_mpi
 
-    configure_mpi_network()  # loopback defaults for single-node runs, before MPI starts
-    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-    from mpi4py import MPI
+    MPI = init_mpi()  # loopback defaults for single-node runs, then MPI
 
     from datasets.errors import DatasetWriteError
     from surrogate.evaluation import summary_table

@@ -150,10 +150,10 @@ def _plan_data(data: Path, meta: dict[str, Any], prov: SolverProvenance | None, 
 # ------------------------------------------------------------------------- training samples
 def make_solver(problem: str, settings: dict[str, Any]) -> Any:
     """A solver on COMM_SELF (only for drawing parameters); bad settings -> EvaluationError."""
-    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-    from mpi4py import MPI
-
     from solvers import make_solver as build
+    from solvers.common.mpi_network import init_mpi
+
+    MPI = init_mpi()
 
     try:
         return build(problem, MPI.COMM_SELF, **settings)
