@@ -280,9 +280,10 @@ def _generate(options: GenerationOptions, world: MPI.Intracomm) -> Summary:
         group.Free()
 
 
-def check_sizes(options: GenerationOptions, solver: Any) -> None:
+def check_sizes(options: GenerationOptions, solver: Any, disk: bool = True) -> None:
     """Refuse (ConfigError) a sample count whose dataset cannot fit in memory (rank 0 holds
-    all of it) or on the output's file system, naming --samples and the estimate."""
+    all of it) or (with ``disk``) on the output's file system, naming --samples and the
+    estimate."""
     values = options.samples * (solver.n_parameters + solver.n_observables)
     what = (f"--samples {options.samples} ({solver.n_parameters} parameters + "
             f"{solver.n_observables} observables per sample)")
@@ -290,6 +291,8 @@ def check_sizes(options: GenerationOptions, solver: Any) -> None:
         check_memory(BYTES_PER_VALUE * values + BYTES_PER_SAMPLE * options.samples, what)
     except SolverSettingsError as exc:
         raise ConfigError(str(exc)) from None
+    if not disk:
+        return
     file_size = 8 * values + 20 * options.samples
     folder = Path(options.out).absolute().parent
     while not folder.exists():

@@ -44,7 +44,7 @@ def evaluate(request: EvaluationRequest, comm: Any = None) -> dict | None:
     MPI = init_mpi()  # loopback defaults for single-node runs, then MPI
     world = comm if comm is not None else MPI.COMM_WORLD
     decided = _on_rank_zero(world, lambda: plan(request))
-    if decided.solve:
+    if decided.solve and not decided.complete:   # a complete fresh.h5 is not written again
         _solve_fresh(request, decided, world)
     report = _on_rank_zero(world, lambda: write_report(request, decided), idle=True)
     return report if world.rank == 0 else None
