@@ -36,6 +36,7 @@ from solvers import SOLVERS  # noqa: E402
 from solvers.common.cli import (  # noqa: E402
     RankZeroParser,
     add_set_option,
+    path_argument,
     run_job,
     stop_on_signals,
     whole_number,
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Solve a PDE for many random parameter vectors in parallel and "
         "write a resumable HDF5 dataset (run under mpiexec for several ranks).")
     p.add_argument("problem", choices=sorted(SOLVERS), help="which PDE problem")
-    p.add_argument("--out", required=True, type=Path, help="output HDF5 file (resumed if it "
+    p.add_argument("--out", required=True, type=path_argument, help="output HDF5 file (resumed "
+                   "if it "
                    "exists and was made with the same configuration)")
     p.add_argument("--samples", type=whole_number, help="number of samples (default: the paper's, "
                    + ", ".join(f"{k} {v}" for k, v in PAPER_SAMPLES.items()) + ")")
