@@ -501,12 +501,17 @@ def report(r: dict, names: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from solvers.errors import InputError, VarproError
     from surrogate import OutOfBoxWarning
 
     args = parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OutOfBoxWarning)   # the prior box is the training box
-        run(args)
+        try:
+            run(args)
+        except VarproError as exc:        # MPI cannot start, a failed solve, a bad file, ...
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, InputError) else 1
     return 0
 
 

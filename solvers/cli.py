@@ -25,9 +25,9 @@ from solvers.common.cli import (
     RankZeroParser,
     exit_now,
     signal_name,
+    start_mpi,
     stop_on_signals,
 )
-from solvers.common.mpi_network import init_mpi
 from solvers.common.toml import parse_assignments, read_toml
 from solvers.errors import (
     Interrupted,
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     from solvers import make_solver
 
-    comm = init_mpi().COMM_WORLD
+    comm = start_mpi("solve-pde").COMM_WORLD
     stop_on_signals()
     settings = read_toml(args.config, SolverSettingsError) if args.config is not None else {}
     settings.update(parse_set_options(args.settings))

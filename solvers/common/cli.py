@@ -40,6 +40,22 @@ def _mpi() -> Any | None:
     return None
 
 
+def start_mpi(prog: str) -> Any:
+    """:func:`~solvers.common.mpi_network.init_mpi` for a command: MPI on loopback for a
+    single-node run; an environment MPI cannot start in
+    (:class:`~solvers.errors.MPIStartError`) is one line from rank 0 and exit status 1
+    instead of MPI's abort stack. Returns ``mpi4py.MPI``."""
+    from solvers.common.mpi_network import init_mpi
+    from solvers.errors import MPIStartError
+
+    try:
+        return init_mpi()
+    except MPIStartError as exc:
+        if world_rank() == 0:
+            print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(FAILURE) from None
+
+
 def world_rank() -> int:
     """This process's rank in MPI_COMM_WORLD (from the launcher's environment before MPI is
     initialised), 0 without a launcher."""

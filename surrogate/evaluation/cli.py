@@ -117,9 +117,9 @@ def interrupted_text(fresh: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a fresh file that cannot be written,
     2 user error, 128 + signal number when interrupted). Bugs abort all ranks."""
-    from solvers.common.mpi_network import init_mpi
+    from solvers.common.cli import start_mpi
 
-    MPI = init_mpi()  # loopback defaults for single-node runs, then MPI
+    MPI = start_mpi(PROG)  # loopback defaults for single-node runs, then MPI
 
     from datasets.errors import DatasetWriteError
     from surrogate.errors import ReportWriteError

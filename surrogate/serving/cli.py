@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import umbridge
 
-from solvers.common.cli import BAD_INPUT, OK, whole_number
-from solvers.errors import UsageError
+from solvers.common.cli import BAD_INPUT, FAILURE, OK, whole_number
+from solvers.errors import MPIStartError, UsageError
 from surrogate.serving.adapters import ForwardModel, PosteriorModel
 from surrogate.serving.app import DEFAULT_TIMEOUT, PROG, format_url, make_app, serve
 
@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return BAD_INPUT
+    except MPIStartError as exc:               # --pde in an environment MPI cannot start in
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return FAILURE
     app = make_app(models, max_workers=args.max_workers,
                    max_request_bytes=args.max_request_bytes, timeout=args.timeout)
     try:
