@@ -4,7 +4,7 @@ Starts ``serve-surrogate`` on 127.0.0.1 (a port the system picks) for a model di
 runs, one after the other, bounded attacks against it while a probe thread sends one
 ``/Evaluate`` request after the other and records its latency:
 
-``big body``     one POST of ``--big-mb`` MB (default 60) of JSON numbers
+``big body``     one POST of ``--big-mb`` MB (default 60) of JSON (small lists of numbers)
 ``half-open``    50 connections that send half of their request headers and then wait
 ``slow body``    50 connections that send their headers and half of the body, then wait
 ``dropped``      200 clients that send half of a body and close the connection
@@ -194,26 +194,27 @@ def held_seconds(socks: list[socket.socket], limit: float) -> list[float]:
 
 
 def attack_big_body(port: int, megabytes: float) -> str:
-    """One POST whose JSON body is ``megabytes`` MB of numbers, streamed."""
-    size = int(megabytes * 1e6)
-    head = b'{"name": "surrogate", "input": [['
-    chunk = b"0.123456789012345," * 4096
+    """One POST whose valid JSON body is ``megabytes`` MB of small lists, streamed."""
+    head, unit, tail = b'{"name": "surrogate", "input": [', b"[0.5, 0.5, 0.5], ", b"[1.0]]}"
+    units = int(megabytes * 1e6 - len(head) - len(tail)) // len(unit)
+    size = len(head) + units * len(unit) + len(tail)
+    block = 4096
     s = socket.create_connection((HOST, port), timeout=60)
-    s.sendall(b"POST /Evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              + f"Content-Length: {size}\r\n\r\n".encode() + head)
-    sent = len(head)
+    sent = 0
     try:
-        while sent < size - 10:
-            part = chunk[:size - 10 - sent]
+        s.sendall(b"POST /Evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {size}\r\n\r\n".encode() + head)
+        sent = len(head)
+        for i in range(0, units, block):
+            part = unit * min(block, units - i)
             s.sendall(part)
             sent += len(part)
-        s.sendall(b"1.0]]}"[: size - sent])
+        s.sendall(tail)
         answer = s.recv(4096).decode(errors="replace")
     except OSError as exc:
         answer = f"connection closed by the server after {sent / 1e6:.1f} MB ({exc.strerror})"
     s.close()
-    first = answer.splitlines()[0] if answer else "no answer"
-    return first
+    return answer.splitlines()[0] if answer else "no answer"
 
 
 def attack_half_open(port: int, n: int = 50, limit: float = 120.0) -> list[float]:

@@ -19,8 +19,7 @@ import pytest
 import solvers.common.mpi_network as mpi_network
 from solvers.cli import read_parameters
 from solvers.common.atomic import resolve_output
-from solvers.common.cli import path_argument
-from solvers.errors import MPIStartError, OutputPathError, UsageError
+from solvers.errors import OutputPathError, UsageError
 from tests.datasets.cli_helpers import clean_env
 from tests.solvers.test_hardening import LOOPBACK, listening_sockets
 from tests.uq_fixtures import tiny_dcr
@@ -98,6 +97,8 @@ def _modules(pid: int) -> str:
 
 
 def test_mpi_refuses_to_start_under_a_small_file_size_limit(monkeypatch):
+    from solvers.errors import MPIStartError
+
     monkeypatch.setattr(resource, "getrlimit", lambda what: (100 * 1024, 100 * 1024))
     with pytest.raises(MPIStartError, match=r"file-size limit of 100 KiB is set \(ulimit -f 100\)"):
         mpi_network.check_file_size_limit()
@@ -161,6 +162,8 @@ def test_output_path_messages(tmp_path, monkeypatch):
     (tmp_path / "link").symlink_to("folder")
     with pytest.raises(OutputPathError, match="the target of the link"):
         resolve_output("link", "--out")
+    from solvers.common.cli import path_argument
+
     with pytest.raises(argparse.ArgumentTypeError, match="must be a path, got ''"):
         path_argument("")
     with pytest.raises(argparse.ArgumentTypeError):

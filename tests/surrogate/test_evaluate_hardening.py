@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from surrogate.evaluation.cli import interrupted_text, main
+from surrogate.evaluation.cli import main
 from tests.datasets.cli_helpers import clean_env
 
 BIN = Path(sys.executable).parent
@@ -218,6 +218,8 @@ def test_lock_held_by_another_run_is_named(setup, capsys):
 
 
 def test_interrupted_message_says_what_was_saved(tmp_path):
+    from surrogate.evaluation.cli import interrupted_text
+
     assert interrupted_text(tmp_path / "fresh.h5") == (
         f"nothing was saved yet ({tmp_path / 'fresh.h5'} was not written)")
     (tmp_path / "fresh.h5").write_text("")

@@ -24,8 +24,8 @@ import torch
 
 import surrogate
 from surrogate import NeuralODE, Normalizer, SeparableModel, save_surrogate
-from surrogate.serving.app import default_request_limit, format_url
-from surrogate.serving.cli import main
+from surrogate.errors import UsageError
+from surrogate.serving.cli import build_models, build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 N_OUT = 40
@@ -136,6 +136,8 @@ def test_malformed_requests_get_umbridge_error_bodies(server, path, body, status
 def test_oversized_body_is_refused_without_reading_it(server):
     """A 20 MB body: 413 with a UM-Bridge body once the limit is read, the server stays
     small and responsive."""
+    from surrogate.serving.app import default_request_limit
+
     limit = default_request_limit([_Sizes()])
     assert limit == 64 * 1024 + 64 * (3 + N_OUT)
     s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
@@ -220,10 +222,19 @@ def test_dropped_clients_cost_at_most_one_log_line_each(server):
     assert requests.get(server.url + "/Info", timeout=30).status_code == 200
 
 
-def test_host_and_url_forms(model_dir, tmp_path, capsys):
-    assert main([str(model_dir), "--host", ""]) == 2
-    err = capsys.readouterr().err
-    assert "serve-surrogate: error: --host is empty" in err and "Traceback" not in err
+def refused(argv: list[str]) -> str:
+    """The UsageError message for ``argv`` (models are built, nothing is served: a
+    regression must not leave a server running in the test process)."""
+    args = build_parser().parse_args(argv)
+    with pytest.raises(UsageError) as info:
+        build_models(args)
+    return str(info.value)
+
+
+def test_host_and_url_forms(model_dir, tmp_path):
+    from surrogate.serving.app import format_url
+
+    assert refused([str(model_dir), "--host", ""]).startswith("--host is empty")
     assert format_url("::1", 4242) == "http://[::1]:4242"
     assert format_url("127.0.0.1", 80) == "http://127.0.0.1:80"
     assert format_url("fe80::1%eth0", 1, scheme="") == "[fe80::1%eth0]:1"
@@ -239,11 +250,10 @@ def test_host_and_url_forms(model_dir, tmp_path, capsys):
         s.close()
 
 
-def test_complex_observed_data_and_bad_limits_are_refused(model_dir, tmp_path, capsys):
+def test_complex_observed_data_and_bad_limits_are_refused(model_dir, tmp_path):
     np.save(tmp_path / "c.npy", np.ones(N_OUT) * (1 + 1j))
-    assert main([str(model_dir), "--observed", str(tmp_path / "c.npy"), "--noise", "1"]) == 2
-    assert "holds complex values" in capsys.readouterr().err
-    assert main([str(model_dir), "--max-request-bytes", "10"]) == 2
-    assert "--max-request-bytes must be >= 1024" in capsys.readouterr().err
-    assert main([str(model_dir), "--timeout", "nan"]) == 2
-    assert "--timeout must be a positive number" in capsys.readouterr().err
+    assert "holds complex values" in refused(
+        [str(model_dir), "--observed", str(tmp_path / "c.npy"), "--noise", "1"])
+    assert "--max-request-bytes must be >= 1024" in refused(
+        [str(model_dir), "--max-request-bytes", "10"])
+    assert "--timeout must be a positive number" in refused([str(model_dir), "--timeout", "nan"])
