@@ -33,7 +33,10 @@ def dcr(tmp_path_factory):
 
 
 def _env() -> dict[str, str]:
-    env = clean_env()
+    """The environment of the entry points, without the loopback settings that this test
+    process (or an earlier test in it) may have set: each entry point must set them itself."""
+    env = {k: v for k, v in clean_env().items()
+           if k not in mpi_network.LOOPBACK_DEFAULTS and k != mpi_network.SWITCH}
     env["PYTHONPATH"] = str(ROOT)
     return env
 
