@@ -193,13 +193,14 @@ def held_seconds(socks: list[socket.socket], limit: float) -> list[float]:
     return [closed.get(i, limit) for i in range(len(socks))]
 
 
-def attack_big_body(port: int, megabytes: float) -> str:
-    """One POST whose valid JSON body is ``megabytes`` MB of small lists, streamed."""
+def attack_big_body(port: int, megabytes: float, timeout: float = 300.0) -> str:
+    """One POST whose valid JSON body is ``megabytes`` MB of small lists, streamed; the
+    server's first answer line (waiting at most ``timeout`` seconds)."""
     head, unit, tail = b'{"name": "surrogate", "input": [', b"[0.5, 0.5, 0.5], ", b"[1.0]]}"
     units = int(megabytes * 1e6 - len(head) - len(tail)) // len(unit)
     size = len(head) + units * len(unit) + len(tail)
     block = 4096
-    s = socket.create_connection((HOST, port), timeout=60)
+    s = socket.create_connection((HOST, port), timeout=timeout)
     sent = 0
     try:
         s.sendall(b"POST /Evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
