@@ -32,17 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-import numpy as np
-from mpi4py import MPI
+from solvers.common.mpi_network import init_mpi
 
-from datasets.errors import ConfigError, DatasetWriteError, Interrupted
-from datasets.sampling import check_seed, draw_parameters
-from datasets.splits import SplitSpec
-from datasets.storage import FAILED, OK
-from datasets.writer import DatasetWriter
-from solvers import SolveError, SolverSettingsError, make_solver
-from solvers.common.memory import check_memory, format_bytes
+init_mpi()  # loopback defaults for single-node runs, then MPI (before petsc4py / dolfinx)
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from datasets.errors import ConfigError, DatasetWriteError, Interrupted  # noqa: E402
+from datasets.sampling import check_seed, draw_parameters  # noqa: E402
+from datasets.splits import SplitSpec  # noqa: E402
+from datasets.storage import FAILED, OK  # noqa: E402
+from datasets.writer import DatasetWriter  # noqa: E402
+from solvers import SolveError, SolverSettingsError, make_solver  # noqa: E402
+from solvers.common.memory import check_memory, format_bytes  # noqa: E402
 
 #: message tag of results sent to rank 0
 RESULT_TAG = 4242
@@ -277,9 +280,10 @@ def _generate(options: GenerationOptions, world: MPI.Intracomm) -> Summary:
         group.Free()
 
 
-def check_sizes(options: GenerationOptions, solver: Any) -> None:
+def check_sizes(options: GenerationOptions, solver: Any, disk: bool = True) -> None:
     """Refuse (ConfigError) a sample count whose dataset cannot fit in memory (rank 0 holds
-    all of it) or on the output's file system, naming --samples and the estimate."""
+    all of it) or (with ``disk``) on the output's file system, naming --samples and the
+    estimate."""
     values = options.samples * (solver.n_parameters + solver.n_observables)
     what = (f"--samples {options.samples} ({solver.n_parameters} parameters + "
             f"{solver.n_observables} observables per sample)")
@@ -287,6 +291,8 @@ def check_sizes(options: GenerationOptions, solver: Any) -> None:
         check_memory(BYTES_PER_VALUE * values + BYTES_PER_SAMPLE * options.samples, what)
     except SolverSettingsError as exc:
         raise ConfigError(str(exc)) from None
+    if not disk:
+        return
     file_size = 8 * values + 20 * options.samples
     folder = Path(options.out).absolute().parent
     while not folder.exists():

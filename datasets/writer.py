@@ -257,8 +257,9 @@ def _acquire_lock(path: Path) -> IO[str]:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise DatasetFileError(f"{path}: another generate-dataset job is writing this file "
-                               f"(lock {lock_path} is held)") from None
+        raise DatasetFileError(f"{path}: another running job is writing this file (lock "
+                               f"{lock_path} is held by a generate-dataset or evaluate-surrogate "
+                               "process); wait for it to finish, or use another output") from None
     except OSError:
         pass  # a file system without flock: go on unlocked
     return lock

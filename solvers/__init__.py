@@ -41,10 +41,9 @@ def make_solver(name: str, comm: Any = None, **settings: Any) -> PDESolver:
         raise SolverSettingsError(f"unknown {name.upper()} setting(s) {unknown}; valid: "
                                   f"{sorted(defaults)}")
     if comm is None:
-        import dolfinx_solver  # noqa: F401  (loads the matching MPI before mpi4py)
-        from mpi4py import MPI
+        from solvers.common.mpi_network import init_mpi
 
-        comm = MPI.COMM_SELF
+        comm = init_mpi().COMM_SELF  # loopback MPI for single-node runs
     return cls(comm, **settings)
 
 

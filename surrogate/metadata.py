@@ -239,17 +239,56 @@ def parameter_box(meta: dict[str, Any], split: Any | None = None) -> ParameterBo
 
 def solver_provenance(meta: dict[str, Any]) -> SolverProvenance | None:
     """The training data's solver provenance, or None for data without it (.npz/.mat files,
-    or a file whose attributes are not those of ``generate-dataset``)."""
+    or a file whose attributes are not those of ``generate-dataset``: no ``config``
+    attribute, or one without solver settings).
+
+    Raises
+    ------
+    SurrogateFormatError
+        Provenance that is there but damaged (edited metadata.json): a ``config`` that is not
+        a JSON object, a problem that is not a name, solver settings that are not a table, a
+        seed that is not an integer >= 0, a sample count that is not an integer >= 1.
+    """
     attrs = training_data_record(meta).get("attrs") or {}
+    if not isinstance(attrs, dict) or "config" not in attrs:
+        return None
+    where = f"{METADATA_FILE}: training.data.attrs"
     try:
         config = json.loads(attrs["config"])
-        problem, settings = config["problem"], config["solver"]
-        seed, n_samples = int(attrs["seed"]), int(attrs["n_samples"])
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-        return None
+    except (TypeError, ValueError, RecursionError):
+        raise SurrogateFormatError(f"{where}.config is not valid JSON ("
+                                   f"{str(attrs['config'])[:60]!r}): the provenance was "
+                                   "damaged") from None
+    if not isinstance(config, dict):
+        raise SurrogateFormatError(f"{where}.config must be a JSON object")
+    if "solver" not in config:
+        return None                               # not a generate-dataset file
+    problem, settings = config.get("problem"), config["solver"]
     if not isinstance(problem, str) or not isinstance(settings, dict):
-        return None
+        raise SurrogateFormatError(f"{where}.config: problem must be a name and solver a "
+                                   f"table, got {str(problem)[:40]!r} and "
+                                   f"{type(settings).__name__}")
+    seed, n_samples = _whole(attrs.get("seed")), _whole(attrs.get("n_samples"))
+    if seed is None or not 0 <= seed < 2**63:
+        raise SurrogateFormatError(f"{where}.seed must be an integer in [0, 2^63), got "
+                                   f"{str(attrs.get('seed'))[:40]!r}")
+    if n_samples is None or n_samples < 1:
+        raise SurrogateFormatError(f"{where}.n_samples must be an integer >= 1, got "
+                                   f"{str(attrs.get('n_samples'))[:40]!r}")
     return SolverProvenance(problem, settings, seed, n_samples)
+
+
+def _whole(value: Any) -> int | None:
+    """An integer attribute (an int, a whole float, or decimal digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 30:
+        return int(value)
+    return None
 
 
 def io_metadata_from_dataset(ds: Any, y_train: np.ndarray) -> dict[str, dict]:

@@ -23,7 +23,13 @@ from pathlib import Path
 
 import torch
 
-from solvers.common.cli import BAD_INPUT, FAILURE, RankZeroParser, os_error_message
+from solvers.common.cli import (
+    BAD_INPUT,
+    FAILURE,
+    RankZeroParser,
+    os_error_message,
+    path_argument,
+)
 from solvers.errors import InputError, UsageError
 from surrogate.device import resolve_device
 from surrogate.errors import NonFiniteModelError
@@ -64,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model of a different run already in OUT (the same run "
                    "again replaces its own model without this option)")
-    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--out", required=True, type=path_argument,
+                   help="output model directory")
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
                    "choice; 1 is often fastest for these small networks on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")

@@ -1,7 +1,8 @@
 """Training configuration: SPEC section 4 defaults per problem, overridable by a TOML file.
 
 A ``train.toml`` may contain any of the sections and keys below; unknown sections or keys and
-values of the wrong type are refused. Keys whose default is ``"auto"`` are resolved from the
+values of the wrong type are refused. Keys whose default is ``"auto"`` (they also accept the
+value ``"auto"``, so the template below can be copied as it is) are resolved from the
 detected problem (``cdr``, ``dcr``; anything else gets the CDR sizes with standardised
 inputs)::
 
@@ -238,7 +239,8 @@ PRESETS = ("default", "paper")
 def _check_value(where: str, section: str, key: str, value: Any) -> Any:
     expected = _TYPES.get(key, float)
     if value == AUTO:
-        raise ConfigError(f"{where}: write the value instead of {AUTO!r} or leave the key out")
+        raise ConfigError(f"{where}: {AUTO!r} is not a value of this key (its default is not "
+                          f"{AUTO!r}): write the value or leave the key out")
     if key == "work_units_per_level" and isinstance(value, list):
         if not value or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                 and v > 0 for v in value):
@@ -292,6 +294,9 @@ def merge_config(user: dict, source: str = "config") -> dict:
             if key not in cfg[section]:
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: "
                                   f"{', '.join(cfg[section])})")
+            if value == AUTO and DEFAULTS[section][key] == AUTO:
+                cfg[section][key] = AUTO      # as shown in the template: the default
+                continue
             cfg[section][key] = _check_value(f"{source}: {section}.{key}", section, key, value)
     _check_slimtrain(cfg["slimtrain"], source)
     return cfg
@@ -303,8 +308,9 @@ def _check_slimtrain(st: dict, source: str) -> None:
     for key, low in positive.items():
         if st[key] < low:
             raise ConfigError(f"{source}: slimtrain.{key} must be >= {low}, got {st[key]!r}")
-    if st["epochs"] != AUTO and st["epochs"] < 0:
-        raise ConfigError(f"{source}: slimtrain.epochs must be >= 0, got {st['epochs']!r}")
+    if st["epochs"] != AUTO and st["epochs"] < 1:
+        raise ConfigError(f"{source}: slimtrain.epochs must be >= 1 (0 would save an untrained "
+                          f"model), got {st['epochs']!r}")
     if st["memory"] < 0:
         raise ConfigError(f"{source}: slimtrain.memory must be >= 0, got {st['memory']!r}")
     for key in ("lr",):
