@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import umbridge
 
-from solvers.common.cli import BAD_INPUT, FAILURE, OK, whole_number
+from solvers.common.cli import BAD_INPUT, FAILURE, OK, RankZeroParser, whole_number
 from solvers.errors import MPIStartError, UsageError
 from surrogate.serving.adapters import ForwardModel, PosteriorModel
 from surrogate.serving.app import DEFAULT_TIMEOUT, PROG, format_url, make_app, serve
@@ -55,7 +55,7 @@ DEFAULT_PORT = 4242
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``serve-surrogate`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = RankZeroParser(
         prog=PROG, description="Serve a trained surrogate (and optionally the PDE and a "
         "posterior) over the UM-Bridge protocol 1.0.")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="surrogate model directory")
