@@ -141,6 +141,44 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(ra @ rb / denom) if denom > 0 else float("nan")
 
 
+def spearman_ceiling(members: np.ndarray, shift: np.ndarray | None = None,
+                     ddof: int = 1) -> float:
+    """The rank correlation a perfectly calibrated ensemble would reach on these inputs.
+
+    Each member k in turn plays the truth: the spread of the other K - 1 members predicts the
+    relative error of their mean against member k (:func:`predicted_relative_error` vs the
+    actual one), and the Spearman correlations are averaged. The truth is then drawn from the
+    very distribution the spread describes, so the value measures how much a realised error
+    norm can follow its expected size at all: with errors concentrated in a few directions
+    of the m observables the realised norm scatters widely around its expectation and even
+    a perfect std ranks the samples' errors only loosely.
+
+    Parameters
+    ----------
+    members : numpy.ndarray, shape (K, n, m)
+        The members' predictions (K >= 3).
+    shift : numpy.ndarray, shape (m,), optional
+
+    Returns
+    -------
+    float (NaN for K < 3)
+    """
+    from surrogate.metrics import relative_errors
+
+    P = np.asarray(members, dtype=np.float64)
+    K = P.shape[0]
+    if K < 3:
+        return float("nan")
+    values = []
+    for k in range(K):
+        rest = np.delete(P, k, axis=0)
+        mean = rest.mean(axis=0)
+        std = np.sqrt(((rest - mean) ** 2).sum(axis=0) / (K - 1 - ddof))
+        values.append(spearman(predicted_relative_error(mean, std, shift),
+                               relative_errors(mean, P[k], shift)))
+    return float(np.nanmean(values))
+
+
 def reliability(mean: np.ndarray, std: np.ndarray, c: np.ndarray,
                 levels: tuple[float, ...] = RELIABILITY_LEVELS) -> dict[str, list[float]]:
     """Expected vs observed coverage of the central intervals ``mean +- z_p std``.

@@ -37,7 +37,12 @@ from surrogate.metadata import (
 )
 from surrogate.metrics import ERROR_DEFINITION, format_mean_std
 from surrogate.separable import SeparableModel
-from surrogate.uncertainty import calibration_summary, confidence_word, fit_std_scale
+from surrogate.uncertainty import (
+    calibration_summary,
+    confidence_word,
+    fit_std_scale,
+    spearman_ceiling,
+)
 from train.checkpoint import fingerprint, has_checkpoint, remove_checkpoint
 from train.errors import OutputFolderError, UsageError
 from train.outputs import OUTPUT_FILES, CreatedFolders, check_output_folder, model_run_id
@@ -248,19 +253,20 @@ def calibrate(models: list[SeparableModel], data: SplitData) -> tuple[dict, floa
     shift = models[0].normalizer.c_shift.cpu().numpy() \
         if models[0].normalizer.center_targets else None
 
-    def predict(s: str) -> tuple[np.ndarray, np.ndarray]:
+    def predict(s: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         P = np.stack([m.predict(data.y[s]) for m in models])
-        return P.mean(axis=0), member_spread(P)
+        return P.mean(axis=0), member_spread(P), P
 
-    mean, raw = predict(split)
+    mean, raw, members = predict(split)
     scale = fit_std_scale(mean, raw, data.c[split])
     out = {"split": split, "method": "+-2 sigma coverage of the split = 0.9545 (quantile of "
            "|c - mean| / std_raw over all observables and samples, divided by 2)",
            "std_scale": scale, "verdict": confidence_word(scale),
+           "spearman_ceiling": spearman_ceiling(members, shift),
            "raw": _light(calibration_summary(mean, raw, data.c[split], shift)),
            "calibrated": _light(calibration_summary(mean, scale * raw, data.c[split], shift))}
     if data.y["test"].shape[0]:
-        mean_t, raw_t = predict("test")
+        mean_t, raw_t, _ = predict("test")
         out["test"] = _light(calibration_summary(mean_t, scale * raw_t, data.c["test"], shift))
     return out, scale
 

@@ -29,6 +29,7 @@ from surrogate.uncertainty import (
     calibration_summary,
     confidence_word,
     predicted_relative_error,
+    spearman_ceiling,
 )
 from surrogate.uq_model import OutOfBoxWarning
 
@@ -56,7 +57,9 @@ def uncertainty_report(model: Any, y: np.ndarray, c: np.ndarray, shift: np.ndarr
     entry : dict
         ``std_scale``, ``calibrated_on``, ``verdict`` (of the raw spread), ``fresh`` and
         ``fresh_raw`` (:func:`surrogate.uncertainty.calibration_summary`, calibrated and raw
-        spread), ``test`` (calibrated, when the test split is available),
+        spread), ``spearman_ceiling`` (:func:`surrogate.uncertainty.spearman_ceiling` on the
+        fresh inputs: the rank correlation a perfectly calibrated ensemble would reach),
+        ``test`` (calibrated, when the test split is available),
         ``per_sample_predicted_error`` (n,).
     arrays : dict
         ``predicted`` and ``actual`` per-sample errors of the fresh samples (figure).
@@ -64,6 +67,7 @@ def uncertainty_report(model: Any, y: np.ndarray, c: np.ndarray, shift: np.ndarr
     with warnings.catch_warnings():      # the report counts out-of-box samples itself
         warnings.simplefilter("ignore", OutOfBoxWarning)
         mean, std = model.predict(y, return_std=True)
+        members = model.predict_members(y)
         if split is not None and split.y["test"].shape[0]:
             mean_t, std_t = model.predict(split.y["test"], return_std=True)
     scale = float(model.std_scale)
@@ -75,6 +79,7 @@ def uncertainty_report(model: Any, y: np.ndarray, c: np.ndarray, shift: np.ndarr
         "verdict": confidence_word(scale),
         "fresh": calibration_summary(mean, std, c, shift),
         "fresh_raw": calibration_summary(mean, raw, c, shift),
+        "spearman_ceiling": spearman_ceiling(members, shift, model.ddof),
     }
     if split is not None and split.y["test"].shape[0]:
         entry["test"] = calibration_summary(mean_t, std_t, split.c["test"], shift)
@@ -139,7 +144,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"uncertainty (ensemble, std_scale {u['std_scale']:.3g}, raw spread "
              f"{u['verdict']}): fresh +-1 sigma coverage {f['coverage_1sigma']:.3f} (Gaussian "
              f"0.683), +-2 sigma {f['coverage_2sigma']:.3f} (0.954), rank correlation of "
-             f"predicted vs actual error {_num(f['spearman'])}"]
+             f"predicted vs actual error {_num(f['spearman'])} (a perfectly calibrated "
+             f"ensemble: {_num(u.get('spearman_ceiling'))})"]
     if "test" in u:
         t = u["test"]
         lines.append(f"uncertainty on the test split: +-1/2 sigma coverage "
@@ -169,7 +175,10 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
                          f"{_num(s['rms_z'])} |")
     lines += ["", "Gaussian values: 0.683 (±1σ), 0.954 (±2σ); coverage over all observables of "
               "all samples; rank correlation: Spearman, predicted ||std|| / ||mean - c_shift|| "
-              "vs actual relative error per sample."]
+              "vs actual relative error per sample. With a member as the truth (a perfectly "
+              "calibrated ensemble) the rank correlation on these inputs would be "
+              f"{_num(u.get('spearman_ceiling'))}: the ceiling set by how widely a realised "
+              "error norm scatters around its expected size."]
     return lines
 
 
