@@ -112,10 +112,14 @@ class SeparableEnsemble(nn.Module):
         """Member 0's W (device and dtype of the ensemble)."""
         return self._first().W
 
+    def models(self) -> list[SeparableModel]:
+        """The members as a list."""
+        return [m for m in self.members if isinstance(m, SeparableModel)]
+
     @torch.no_grad()
     def predict_members(self, y: np.ndarray) -> np.ndarray:
         """Each member's prediction, shape (K, n, n_out), physical units."""
-        return np.stack([m.predict(y) for m in self.members])
+        return np.stack([m.predict(y) for m in self.models()])
 
     @torch.no_grad()
     def predict(self, y: np.ndarray) -> np.ndarray:

@@ -219,7 +219,9 @@ def _check_ensemble_entry(path: Path, meta: dict[str, Any]) -> None:
     """The ``ensemble`` entry: members with a relative ``path`` inside the folder and a
     ``metadata_sha256``, at least 2 of them, a positive finite ``std_scale``."""
     entry = meta.get("ensemble")
-    members = entry.get("members") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict):
+        raise SurrogateFormatError(f"{path}: key 'ensemble' must be a JSON object")
+    members = entry.get("members")
     if not isinstance(members, list) or len(members) < 2:
         raise SurrogateFormatError(f"{path}: key 'ensemble.members' must list at least 2 "
                                    "members")

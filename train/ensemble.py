@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from surrogate.metadata import (
     new_ensemble_metadata,
     write_metadata,
 )
-from surrogate.metrics import ERROR_DEFINITION, format_mean_std
+from surrogate.metrics import ERROR_DEFINITION, SPLITS, format_mean_std, mean_std, relative_errors
 from surrogate.separable import SeparableModel
 from surrogate.uncertainty import (
     calibration_summary,
@@ -54,7 +54,7 @@ from train.run import (
     train_one,
     warm_run_id,
 )
-from train.summary import LABELS, split_errors
+from train.summary import LABELS
 
 #: spawn key that separates the members' seed streams from every other use of ``--seed``
 ENSEMBLE_STREAM = 0x656E73
@@ -171,7 +171,8 @@ def train_ensemble(method: str, cfg: dict, data: SplitData, *, device: torch.dev
         raise UsageError(f"{len(init)} warm-start models for {size} members")
     folders = folders or CreatedFolders()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    members, summaries = [], []
+    members: list[dict[str, Any]] = []
+    summaries = []
     for k in range(size):
         mdir = out / MEMBERS_DIR / str(k)
         start = None if init is None else init[k]
@@ -189,7 +190,7 @@ def train_ensemble(method: str, cfg: dict, data: SplitData, *, device: torch.dev
     ensemble = SeparableEnsemble(models)
     summary = {
         "method": method, "problem": data.problem, "ensemble_size": size,
-        "errors": split_errors(ensemble, data), "error_definition": ERROR_DEFINITION,
+        "errors": _split_errors(ensemble, data), "error_definition": ERROR_DEFINITION,
         "member_errors": [s["errors"] for s in summaries],
         "std_scale": scale, "calibration": calibration,
         "work_units": float(sum(s["work_units"] for s in summaries)),
@@ -269,6 +270,15 @@ def calibrate(models: list[SeparableModel], data: SplitData) -> tuple[dict, floa
         mean_t, raw_t, _ = predict("test")
         out["test"] = _light(calibration_summary(mean_t, scale * raw_t, data.c["test"], shift))
     return out, scale
+
+
+def _split_errors(ensemble: SeparableEnsemble, data: SplitData) -> dict[str, dict]:
+    """Mean ± std of the per-sample relative errors of the ensemble mean on each non-empty
+    split (as :func:`train.summary.split_errors` for one model)."""
+    norm = ensemble.normalizer
+    shift = norm.c_shift.cpu().numpy() if norm.center_targets else None
+    return {s: mean_std(relative_errors(ensemble.predict(data.y[s]), data.c[s], shift))
+            for s in SPLITS if data.y[s].shape[0]}
 
 
 def _light(summary: dict) -> dict:

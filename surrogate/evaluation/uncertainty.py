@@ -122,6 +122,9 @@ def plot_calibration(entry: dict[str, Any], arrays: dict[str, np.ndarray], path:
         bx.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
         bx.set_xscale("log")
         bx.set_yscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        bx.xaxis.set_minor_formatter(NullFormatter())
     bx.set_xlabel("predicted relative error ||std|| / ||mean - c_shift||")
     bx.set_ylabel("actual relative error")
     bx.set_title(f"per fresh sample: Spearman {entry['fresh']['spearman']:.2f}")

@@ -57,6 +57,7 @@ import numpy as np
 
 from solvers.common.atomic import resolve_output, write_bytes_atomic
 from surrogate.encoding import PeriodicEncoding
+from surrogate.ensemble import EnsembleSurrogate
 from surrogate.errors import ExportCheckError, ExportError
 from surrogate.neural_ode import NeuralODE
 from surrogate.resnet import ResNet
@@ -591,7 +592,8 @@ def _metadata_props(model: SurrogateModel) -> dict[str, str]:
         return json.dumps(v.tolist() if isinstance(v, np.ndarray) else v)
 
     extra = {"varpro.ensemble_size": js(len(model.members)),
-             "varpro.std_scale": js(model.std_scale)} if model.has_std else {}
+             "varpro.std_scale": js(model.std_scale)} \
+        if isinstance(model, EnsembleSurrogate) else {}
     return {**extra, "varpro.input_names": js(model.input_names),
             "varpro.output_names": js(model.output_names),
             "varpro.lower": js(model.lower), "varpro.upper": js(model.upper),
@@ -617,11 +619,12 @@ def export_details(model: str | os.PathLike | SurrogateModel, path: str | os.Pat
     """:func:`export_onnx` with a description of what was written (used by the CLI)."""
     target = resolve_output(path, "ONNX output")      # FIFO, folder, ...: refused up front
     surrogate = model if isinstance(model, SurrogateModel) else load(model)
-    ensemble = surrogate.has_std            # members' mean, and their calibrated spread
-    members = surrogate.member_models if ensemble else [surrogate.torch_model]
-    proto = build_onnx_model(members, jacobian=jacobian, opset=opset, std=ensemble,
-                             std_scale=getattr(surrogate, "std_scale", 1.0),
-                             ddof=getattr(surrogate, "ddof", 1),
+    if isinstance(surrogate, EnsembleSurrogate):    # members' mean and calibrated spread
+        members, std_scale, ddof = surrogate.member_models, surrogate.std_scale, surrogate.ddof
+    else:
+        members, std_scale, ddof = [surrogate.torch_model], 1.0, 1
+    proto = build_onnx_model(members, jacobian=jacobian, opset=opset,
+                             std=len(members) > 1, std_scale=std_scale, ddof=ddof,
                              metadata=_metadata_props(surrogate))
     data = proto.SerializeToString()
     errors = None

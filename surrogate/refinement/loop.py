@@ -22,6 +22,7 @@ from its checkpoint. The result equals that of an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -79,9 +80,13 @@ def refine(options: RefineOptions, comm: Any = None) -> dict | None:
         r, params = todo
         _solve(options, plan, world, round_dir(options.out, r) / "batch.h5", len(params),
                plan.data_seed, params)
-        _on_rank_zero(world, lambda r=r: cast(_Runner, runner).finish_round(r), idle=True)
+        _on_rank_zero(world, functools.partial(_finish_round, runner, r), idle=True)
     summary = _on_rank_zero(world, lambda: cast(_Runner, runner).finish(), idle=True)
     return summary if world.rank == 0 else None
+
+
+def _finish_round(runner: _Runner | None, r: int) -> None:
+    cast(_Runner, runner).finish_round(r)
 
 
 def _solve(options: RefineOptions, plan: RefinePlan, world: Any, path: Path, samples: int,

@@ -87,9 +87,9 @@ class RefineOptions:
         if self.candidates is not None and self.candidates < self.batch:
             raise UsageError(f"--candidates {self.candidates}: must be at least --batch "
                              f"({self.batch})")
-        for name, value in (("--check-seed", self.check_seed), ("--seed", self.seed)):
-            if value is not None and value < 0:
-                raise UsageError(f"{name} {value}: must be >= 0")
+        for name, seed in (("--check-seed", self.check_seed), ("--seed", self.seed)):
+            if seed is not None and seed < 0:
+                raise UsageError(f"{name} {seed}: must be >= 0")
         if world_size % self.ranks_per_sample:
             raise UsageError(f"--ranks-per-sample {self.ranks_per_sample} must divide the "
                              f"number of MPI ranks ({world_size})")
