@@ -17,7 +17,10 @@ other ranks (a collective) and writes the final file.
 
 Sample ``i``'s parameters are ``solver.sample_parameters(np.random.default_rng([seed, i]))``
 (:mod:`datasets.sampling`) whichever group solves it, so datasets made on different numbers
-of ranks are identical for the same group size. A sample whose solve raises
+of ranks are identical for the same group size. A caller that chose the parameters itself
+(adaptive sampling, ``refine-surrogate``) passes them as ``GenerationOptions.parameters``
+(samples x p); their SHA-256 is part of the stored configuration, so a resumed run must
+pass the same ones. A sample whose solve raises
 :class:`solvers.SolveError` (or returns non-finite numbers) is retried once by the same group,
 then recorded as failed with the reason. Any other exception is a bug and ends the job.
 File handling (resume, atomic checkpoints) is in :mod:`datasets.writer`.
@@ -25,6 +28,7 @@ File handling (resume, atomic checkpoints) is in :mod:`datasets.writer`.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -85,6 +89,9 @@ class GenerationOptions:
         Minimum seconds between checkpoints of the output file.
     progress : bool
         Show a progress bar on rank 0.
+    parameters : numpy.ndarray, optional
+        Shape (samples, p): solve these parameters instead of the sampler's draws (the same
+        array on every rank); ``seed`` then only seeds the split.
     """
 
     problem: str
@@ -96,6 +103,7 @@ class GenerationOptions:
     split: SplitSpec | None = None
     checkpoint_interval: float = 10.0
     progress: bool = True
+    parameters: np.ndarray | None = field(default=None, compare=False)
 
     def resolved_split(self) -> SplitSpec:
         """The split to draw: the one given, or the problem's default."""
@@ -112,6 +120,11 @@ class GenerationOptions:
         if self.ranks_per_sample < 1 or world_size % self.ranks_per_sample:
             raise ConfigError(f"--ranks-per-sample {self.ranks_per_sample} must divide the "
                               f"number of MPI ranks ({world_size})")
+        if self.parameters is not None:
+            y = np.asarray(self.parameters)
+            if y.ndim != 2 or y.shape[0] != self.samples or not np.all(np.isfinite(y)):
+                raise ConfigError(f"parameters must be a finite ({self.samples}, p) array, got "
+                                  f"shape {y.shape}")
         if not self.checkpoint_interval >= 0:
             raise ConfigError("--checkpoint-interval must be >= 0 seconds")
         self.resolved_split().check(self.samples)
@@ -210,10 +223,13 @@ class SharedCounter:
         self._win.Free()
 
 
-def solve_sample(solver: Any, seed: int, index: int, rank: int) -> SampleResult:
+def solve_sample(solver: Any, seed: int, index: int, rank: int,
+                 parameters: np.ndarray | None = None) -> SampleResult:
     """Solve sample ``index`` (retrying once on failure); call on every rank of the solver's
-    communicator. ``rank`` is the group leader's world rank, recorded with the result."""
-    y = draw_parameters(solver, seed, index)
+    communicator. ``rank`` is the group leader's world rank, recorded with the result.
+    ``parameters`` (samples x p), when given, replaces the sampler's draw."""
+    y = draw_parameters(solver, seed, index) if parameters is None else \
+        np.asarray(parameters[index], dtype=np.float64)
     start = time.perf_counter()
     reason = ""
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -259,13 +275,18 @@ def _generate(options: GenerationOptions, world: MPI.Intracomm) -> Summary:
                   "generation": {"samples": options.samples, "seed": options.seed,
                                  "ranks_per_sample": k,
                                  "split": options.resolved_split().to_json()}}
+        params = options.parameters
+        if params is not None:
+            params = np.ascontiguousarray(params, dtype=np.float64)
+            config["generation"]["parameters_sha256"] = hashlib.sha256(
+                params.tobytes()).hexdigest()
         writer = _everywhere(world, lambda: DatasetWriter.open(
             options.out, config, solver, world.size,
             checkpoint_interval=options.checkpoint_interval,
-            progress=options.progress) if world.rank == 0 else None)
+            progress=options.progress, parameters=params) if world.rank == 0 else None)
         todo = world.bcast(writer.pending() if writer is not None else None)
         solve_start = time.perf_counter()
-        _solve_all(world, group, solver, options.seed, todo, writer)
+        _solve_all(world, group, solver, options.seed, todo, writer, params)
         solve_wall = time.perf_counter() - solve_start
         summary = None
         if writer is not None:
@@ -284,6 +305,10 @@ def check_sizes(options: GenerationOptions, solver: Any, disk: bool = True) -> N
     """Refuse (ConfigError) a sample count whose dataset cannot fit in memory (rank 0 holds
     all of it) or (with ``disk``) on the output's file system, naming --samples and the
     estimate."""
+    if options.parameters is not None and \
+            np.shape(options.parameters)[1] != solver.n_parameters:
+        raise ConfigError(f"parameters have {np.shape(options.parameters)[1]} columns, the "
+                          f"{options.problem} solver takes {solver.n_parameters}")
     values = options.samples * (solver.n_parameters + solver.n_observables)
     what = (f"--samples {options.samples} ({solver.n_parameters} parameters + "
             f"{solver.n_observables} observables per sample)")
@@ -329,11 +354,11 @@ def _everywhere[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
 
 
 def _solve_all(world: MPI.Intracomm, group: MPI.Comm, solver: Any, seed: int, todo: np.ndarray,
-               writer: DatasetWriter | None) -> None:
+               writer: DatasetWriter | None, parameters: np.ndarray | None = None) -> None:
     """Solve the samples ``todo`` with dynamic hand-out; results end up in ``writer``."""
     counter = SharedCounter(world)
     try:
-        _solve_loop(world, group, solver, seed, todo, writer, counter)
+        _solve_loop(world, group, solver, seed, todo, writer, counter, parameters)
     except DatasetWriteError:
         if world.size == 1:
             counter.free()
@@ -347,7 +372,8 @@ def _solve_all(world: MPI.Intracomm, group: MPI.Comm, solver: Any, seed: int, to
 
 
 def _solve_loop(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: np.ndarray,
-                writer: DatasetWriter | None, counter: SharedCounter) -> None:
+                writer: DatasetWriter | None, counter: SharedCounter,
+                parameters: np.ndarray | None = None) -> None:
     leader = group.rank == 0
     leader_rank = world.rank - group.rank  # groups are consecutive world ranks
     sends: list[MPI.Request] = []
@@ -355,7 +381,7 @@ def _solve_loop(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: 
         position = group.bcast(counter.next() if leader else None)
         if position >= todo.size:
             break
-        result = solve_sample(solver, seed, int(todo[position]), leader_rank)
+        result = solve_sample(solver, seed, int(todo[position]), leader_rank, parameters)
         if writer is not None:
             writer.record(result)
             _receive_results(world, writer)

@@ -86,7 +86,8 @@ class DatasetWriter:
 
     @classmethod
     def open(cls, path: str | Path, config: dict[str, Any], solver: Any, n_ranks: int, *,
-             checkpoint_interval: float = 10.0, progress: bool = True) -> DatasetWriter:
+             checkpoint_interval: float = 10.0, progress: bool = True,
+             parameters: np.ndarray | None = None) -> DatasetWriter:
         """Create ``path`` (all samples pending) or resume it if it exists.
 
         Parameters
@@ -98,6 +99,8 @@ class DatasetWriter:
             Draws the parameters and supplies names and observable coordinates.
         n_ranks : int
             MPI world size of this run (provenance).
+        parameters : numpy.ndarray, optional
+            Shape (samples, p): the parameters to store instead of the sampler's draws.
 
         Raises
         ------
@@ -125,7 +128,8 @@ class DatasetWriter:
             remove_stale_temporaries(path)
             config = json.loads(json.dumps(config))
             gen = config["generation"]
-            y = draw_all_parameters(solver, gen["seed"], gen["samples"], progress)
+            y = draw_all_parameters(solver, gen["seed"], gen["samples"], progress) \
+                if parameters is None else np.array(parameters, dtype=np.float64)
             if path.exists():
                 state = _resume_state(path, config, y)
             else:

@@ -12,6 +12,12 @@ Layout (format ``varpro-surrogates/separable``, :data:`FORMAT_VERSION`)::
                                   units), see :func:`parameter_box`
     outputs                       observable names and coordinates
 
+An ensemble (``train-surrogate --ensemble K``, issue 19) is format version
+:data:`ENSEMBLE_FORMAT_VERSION` (2): no weights of its own, ``model`` is the members' common
+architecture, and ``ensemble`` lists the members (``path`` of a version-1 model directory
+inside it, ``seed``, ``metadata_sha256``) with the calibration factor ``std_scale``; see
+:mod:`surrogate.ensemble`. Single models stay version 1.
+
 Everything that reads a field of it (the loader, evaluate-surrogate, the UQ models, the
 PDE model) goes through the functions here, so that a field is looked up in one place;
 files written before ``inputs``/``outputs`` moved to the top level (they were under
@@ -33,6 +39,8 @@ from surrogate.errors import SurrogateFormatError
 
 FORMAT_NAME = "varpro-surrogates/separable"
 FORMAT_VERSION = 1
+#: format version of an ensemble directory (members in sub-folders, see surrogate.ensemble)
+ENSEMBLE_FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
 
@@ -107,6 +115,43 @@ def new_metadata(model_config: dict, weights_sha256: str, training: dict | None 
     return meta
 
 
+def new_ensemble_metadata(model_config: dict, members: list[dict[str, Any]], *,
+                          std_scale: float, ddof: int = 1, calibration: dict | None = None,
+                          training: dict | None = None, inputs: dict | None = None,
+                          outputs: dict | None = None) -> dict[str, Any]:
+    """A metadata dict of an ensemble directory (format version 2, see the module docstring).
+
+    Parameters
+    ----------
+    model_config : dict
+        The members' common architecture (``SeparableModel.config()`` of member 0).
+    members : list of dict
+        ``{"path": "members/k", "seed": int, "metadata_sha256": str}`` per member.
+    std_scale : float
+        Calibration factor of the members' spread (``std = std_scale * std_raw``).
+    ddof : int
+        Delta degrees of freedom of the spread (divisor K - ddof).
+    calibration : dict, optional
+        How ``std_scale`` was fitted (split, coverage before and after, ...).
+    """
+    import torch
+
+    meta: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "model": model_config,
+        "ensemble": {"size": len(members), "members": members, "std_scale": float(std_scale),
+                     "ddof": int(ddof), "calibration": calibration or {}},
+        "training": training or {},
+        "torch_version": torch.__version__,
+    }
+    if inputs is not None:
+        meta["inputs"] = inputs
+    if outputs is not None:
+        meta["outputs"] = outputs
+    return meta
+
+
 def write_metadata(directory: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write ``meta`` to ``directory/metadata.json`` atomically; returns the path."""
     path = Path(directory) / METADATA_FILE
@@ -135,11 +180,15 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise SurrogateFormatError(f"{path}: not a {FORMAT_NAME} metadata file")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, ENSEMBLE_FORMAT_VERSION) or isinstance(version, bool):
         raise SurrogateFormatError(
-            f"{path}: unsupported format version {version!r} (this package reads version "
-            f"{FORMAT_VERSION})")
+            f"{path}: unsupported format version {version!r} (this package reads versions "
+            f"{FORMAT_VERSION} and {ENSEMBLE_FORMAT_VERSION})")
+    if version == ENSEMBLE_FORMAT_VERSION:
+        _check_ensemble_entry(path, meta)
     for key, kind in _REQUIRED.items():
+        if key == "weights_sha256" and version == ENSEMBLE_FORMAT_VERSION:
+            continue
         node: Any = meta
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
@@ -153,6 +202,41 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         raise SurrogateFormatError(f"{path}: weights_file must be a file name in the model "
                                    f"directory, got {name!r}")
     return meta
+
+
+def is_ensemble(meta: dict[str, Any]) -> bool:
+    """Whether ``meta`` (read by :func:`read_metadata`) describes an ensemble directory."""
+    return meta.get("format_version") == ENSEMBLE_FORMAT_VERSION
+
+
+def ensemble_entry(meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``ensemble`` entry of an ensemble's metadata ({} for a single model)."""
+    entry = meta.get("ensemble") if is_ensemble(meta) else None
+    return entry if isinstance(entry, dict) else {}
+
+
+def _check_ensemble_entry(path: Path, meta: dict[str, Any]) -> None:
+    """The ``ensemble`` entry: members with a relative ``path`` inside the folder and a
+    ``metadata_sha256``, at least 2 of them, a positive finite ``std_scale``."""
+    entry = meta.get("ensemble")
+    if not isinstance(entry, dict):
+        raise SurrogateFormatError(f"{path}: key 'ensemble' must be a JSON object")
+    members = entry.get("members")
+    if not isinstance(members, list) or len(members) < 2:
+        raise SurrogateFormatError(f"{path}: key 'ensemble.members' must list at least 2 "
+                                   "members")
+    for k, m in enumerate(members):
+        sub = m.get("path") if isinstance(m, dict) else None
+        if not isinstance(sub, str) or not sub or Path(sub).is_absolute() \
+                or ".." in Path(sub).parts or not isinstance(m.get("metadata_sha256"), str):
+            raise SurrogateFormatError(f"{path}: ensemble member {k} needs a 'path' inside the "
+                                       f"model directory and a 'metadata_sha256', got "
+                                       f"{str(m)[:80]!r}")
+    scale = entry.get("std_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not (
+            0 < scale < float("inf")):
+        raise SurrogateFormatError(f"{path}: key 'ensemble.std_scale' must be a positive "
+                                   f"number, got {scale!r}")
 
 
 def weights_path(directory: str | os.PathLike, meta: dict[str, Any]) -> Path:

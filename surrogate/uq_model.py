@@ -49,9 +49,9 @@ import torch
 
 from solvers.common.memory import check_memory
 from solvers.common.validation import check_batch
-from solvers.errors import InputError
+from solvers.errors import InputError, UsageError
 from surrogate.artifact import load_model
-from surrogate.metadata import io_entries, parameter_box
+from surrogate.metadata import io_entries, is_ensemble, parameter_box, read_metadata
 from surrogate.numpy_forward import build_numpy_forward
 
 
@@ -322,7 +322,12 @@ class SurrogateModel:
                 out[i:i + TORCH_BLOCK] = g.detach().cpu().numpy()
         return out[0] if single else out
 
-    def predict(self, y) -> np.ndarray:
+    @property
+    def has_std(self) -> bool:
+        """Whether :meth:`predict` can return a predictive std (ensembles only)."""
+        return False
+
+    def predict(self, y, return_std: bool = False) -> np.ndarray:
         """Observables in physical units, always by the torch network (the reference path,
         on ``device``; bitwise what training evaluated). :meth:`__call__` gives the same
         values up to round-off, faster for small batches.
@@ -330,11 +335,18 @@ class SurrogateModel:
         Parameters
         ----------
         y : array_like, shape (n, n_in) or (n_in,)
+        return_std : bool
+            Also return the predictive standard deviation: ensembles only
+            (:class:`surrogate.ensemble.EnsembleSurrogate`); a single model raises ValueError.
 
         Returns
         -------
         numpy.ndarray, shape (n, n_out) or (n_out,), float64
         """
+        if return_std:
+            raise UsageError("predict(y, return_std=True): this surrogate is a single model "
+                             "and has no predictive standard deviation; train an ensemble "
+                             "with train-surrogate --ensemble K")
         single = np.ndim(y) == 1
         arr = self._check(y)
         self._guard(arr.shape[0], self.n_out, "a prediction")
@@ -362,7 +374,8 @@ def load(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
     ----------
     model_dir : path
         Directory with ``weights.npz`` and ``metadata.json`` (format version and SHA-256 are
-        checked).
+        checked), or an ensemble directory (``train-surrogate --ensemble K``): then an
+        :class:`surrogate.ensemble.EnsembleSurrogate` (``predict(y, return_std=True)``).
     device : str or torch.device
         Device of the torch path (large batches); small batches run NumPy on the CPU.
     strict : bool
@@ -373,6 +386,10 @@ def load(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
     surrogate.artifact.SurrogateFormatError
         Missing, tampered or wrong-version model directory.
     """
+    if is_ensemble(read_metadata(model_dir)):              # train-surrogate --ensemble K
+        from surrogate.ensemble import load_ensemble
+
+        return load_ensemble(model_dir, device=device, strict=strict)
     model, meta = load_model(model_dir, device=device)
     return SurrogateModel(model, meta, strict=strict)
 

@@ -26,6 +26,8 @@ from surrogate.errors import EvaluationError, ReportWriteError
 from surrogate.evaluation.plots import write_figures
 from surrogate.evaluation.request import EvaluationRequest, Plan
 from surrogate.evaluation.text import markdown
+from surrogate.evaluation.uncertainty import FIGURE as CALIBRATION_FIGURE
+from surrogate.evaluation.uncertainty import plot_calibration, uncertainty_report
 from surrogate.metadata import (
     ParameterBox,
     load_training_split,
@@ -61,7 +63,8 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict[str, Any]:
     """
     meta = read_metadata(request.model_dir)
     device = torch.device(plan_.device)
-    model = load(request.model_dir, device=device).torch_model
+    surrogate = load(request.model_dir, device=device)
+    model = surrogate.torch_model       # an ensemble's: predict() is the members' mean
     norm = model.normalizer
     shift = norm.c_shift.cpu().numpy().astype(np.float64) if norm.center_targets else None
     ds, fresh = _fresh_samples(plan_)
@@ -80,6 +83,11 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict[str, Any]:
         figures = write_figures(request.out, problem=plan_.problem, c=c, pred=pred, err=err,
                                 split_errors=split_errs, coords=coords, sample_ids=idx,
                                 shift=shift)
+        if surrogate.has_std:           # ensembles: coverage, rank correlation, reliability
+            unc, unc_arrays = uncertainty_report(surrogate, y, c, shift, split)
+            plot_calibration(unc, unc_arrays, request.out / CALIBRATION_FIGURE,
+                             title=f"{plan_.problem}: calibration on {len(y)} fresh samples")
+            figures["calibration"] = CALIBRATION_FIGURE
     report = {
         "model": str(request.model_dir),
         "problem": plan_.problem,
@@ -100,6 +108,7 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict[str, Any]:
         "cost": cost,
         "figures": figures,
         "notes": plan_.notes,
+        **({"uncertainty": unc} if surrogate.has_std else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     with _report_files(request, plan_):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from surrogate.evaluation.uncertainty import markdown_lines, summary_lines
 from surrogate.metrics import format_mean_std
 
 
@@ -33,6 +34,7 @@ def summary_table(report: dict[str, Any]) -> str:
     if out is not None:
         lines.append(f"outside the training box: {out['n_samples_outside']} of "
                      f"{report['n_fresh']} fresh samples")
+    lines += summary_lines(report)
     return "\n".join(lines) + "\n"
 
 
@@ -71,6 +73,7 @@ def markdown(report: dict[str, Any]) -> str:
                  f"{f['median']:.4g} | {f['p95']:.4g} | {f['max']:.4g} |")
     lines += _cost_section(report["cost"]) + _worst_section(report["worst"])
     lines += _box_section(report.get("outside_training_box"))
+    lines += markdown_lines(report)
     if report["figures"]:
         lines += ["", "## Figures", ""]
         lines += [f"![{name}]({path})" for name, path in report["figures"].items()]

@@ -16,6 +16,8 @@ Models served (UM-Bridge names):
                   (:mod:`surrogate.serving.posterior`); -inf (JSON ``-Infinity``) outside the
                   box.
 ``posterior_pde`` with ``--pde`` too: the same posterior on the PDE.
+``surrogate_std`` when MODEL_DIR holds an ensemble (``train-surrogate --ensemble K``): y ->
+                  the predictive standard deviation (m,), physical units (Evaluate only).
 
 The server (:mod:`surrogate.serving.app`) listens on 127.0.0.1 unless ``--host`` says
 otherwise (unlike ``umbridge.serve_models``). The port is ``--port``, else ``$PORT``
@@ -166,6 +168,10 @@ def build_models(args: argparse.Namespace) -> list[umbridge.Model]:
     except SurrogateFormatError as exc:
         raise UsageError(str(exc)) from None
     models: list[umbridge.Model] = [ForwardModel("surrogate", sur)]
+    if sur.has_std:                          # an ensemble: its std as model "surrogate_std"
+        from surrogate.serving.uncertainty import StdModel
+
+        models.append(StdModel(sur))
     pde = None
     if args.pde:
         try:
