@@ -140,7 +140,8 @@ def make_surrogate(args: argparse.Namespace, out: Path):
         data = Path(args.data) if args.data else out / "dcr.h5"
         if args.data:
             check_data(data)
-        else:
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.data:
             cmd = [str(Path(sys.executable).parent / "generate-dataset"), "dcr", "--samples",
                    str(args.samples), "--seed", str(args.seed + 1), "--no-progress",
                    "--out", str(data), "--set", f"n_cells=[{args.n_cells}]"]
@@ -359,8 +360,8 @@ def run(args: argparse.Namespace) -> dict:
     from surrogate.serving import GaussianPosterior
 
     out = Path(args.out)
+    sur, pde, _, scale = make_surrogate(args, out)    # checks --model/--data before writing
     out.mkdir(parents=True, exist_ok=True)
-    sur, pde, _, scale = make_surrogate(args, out)
     truth = np.asarray(args.true, dtype=np.float64)
     lower, upper = sur.lower, sur.upper
     if lower is None or upper is None:

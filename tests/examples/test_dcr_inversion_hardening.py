@@ -56,6 +56,7 @@ def test_unusable_models_and_data_are_refused_before_any_work(example, dcr, tmp_
     (cdr_model / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(SystemExit, match="is of the cdr problem"):
         example.main(["--tiny", "--model", str(cdr_model), "--out", str(tmp_path / "o2")])
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
     from datasets.generate import GenerationOptions, generate
 
@@ -64,7 +65,7 @@ def test_unusable_models_and_data_are_refused_before_any_work(example, dcr, tmp_
                                settings={"n_cells": 6}, progress=False))
     with pytest.raises(SystemExit, match="--data .*cdr.h5 is of the cdr problem"):
         example.main(["--tiny", "--data", str(cdr), "--out", str(tmp_path / "o3")])
-    assert not (tmp_path / "o3" / "model").exists()                  # nothing trained
+    assert not (tmp_path / "o3").exists()                             # nothing written
 
 
 def test_a_model_trained_with_other_settings_is_not_reused(example, dcr, tmp_path, capsys):
