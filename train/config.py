@@ -49,10 +49,6 @@ inputs)::
     work_units_per_level = "auto"    # paper preset: 200 CDR, 400 DCR; a number, or a list with
                                      # one budget per level (default preset: see
                                      # DEFAULT_PRESET_PROBLEM
-    time_budget = 0.0                # GNvpro only: wall seconds of the training (the
-                                     # --time-budget option); > 0 chooses the width and the
-                                     # seconds per level itself (train.budget) and ignores
-                                     # model.width and work_units_per_level. 0 = off)
     carry_radius = "auto"            # GNvpro: start each level with the trust-region radius
                                      # the previous one ended with (default preset true)
     output_basis_tol = "auto"        # GNvpro only: fit the principal-component coefficients
