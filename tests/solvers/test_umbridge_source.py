@@ -139,6 +139,22 @@ def test_a_slow_server_times_out_as_a_solve_error(server):
     assert time.monotonic() - start < 4  # the server sleeps 5 s
 
 
+def test_a_served_dcr_gives_bitwise_the_direct_parameters_and_observables(server):
+    from solvers import make_solver
+    from tests.solvers.umbridge_test_server import DCR_SETTINGS
+
+    direct = make_solver("dcr", **DCR_SETTINGS)
+    bounds = direct.parameter_bounds
+    remote = UMBridgeProblem(MPI.COMM_SELF, url=server, model="dcr", lower=bounds[:, 0].tolist(),
+                             upper=bounds[:, 1].tolist(), names=list(direct.parameter_names))
+    assert (remote.n_parameters, remote.n_observables) == (3, 18)
+    for i in range(4):
+        y = remote.sample_parameters(np.random.default_rng([11, i]))
+        np.testing.assert_array_equal(
+            y, direct.sample_parameters(np.random.default_rng([11, i])), strict=True)
+        np.testing.assert_array_equal(remote.solve(y, sample=i), direct.solve(y), strict=True)
+
+
 def test_the_timeout_applies_only_inside_the_source(server, monkeypatch):
     seen = []
     real_post = requests.post
@@ -167,9 +183,9 @@ def test_absent_server_is_refused_at_construction():
 
 
 def test_unknown_model_and_unsupported_evaluate_are_refused_at_construction(server):
+    served = r"\['badsize', 'dcr', 'fails', 'forward', 'noeval', 'slow'\]"
     with pytest.raises(SolverSettingsError,
-                       match=r"does not serve a model 'nope'; it serves \['badsize', 'fails', "
-                             r"'forward', 'noeval', 'slow'\]"):
+                       match=f"does not serve a model 'nope'; it serves {served}"):
         make(server, model="nope")
     with pytest.raises(SolverSettingsError, match="'noeval' .* does not support Evaluate"):
         make(server, model="noeval")

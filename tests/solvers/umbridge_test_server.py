@@ -8,6 +8,7 @@ bound to 127.0.0.1 only. Models:
 ``badsize``  returns 2 numbers where it declares 3 (umbridge answers with a JSON error)
 ``slow``     sleeps 5 s, then answers like ``forward``
 ``noeval``   does not support Evaluate
+``dcr``      the DCR solver on a coarse mesh (:data:`DCR_SETTINGS`), served as a user would
 """
 
 from __future__ import annotations
@@ -57,12 +58,36 @@ class NoEval(Forward):
         return False
 
 
+#: the coarse DCR problem served as model "dcr"
+DCR_SETTINGS = {"n_cells": [12, 12, 6], "n_receivers": 3}
+
+
+class DCR(umbridge.Model):
+    def __init__(self):
+        super().__init__("dcr")
+        from solvers import make_solver
+
+        self.solver = make_solver("dcr", **DCR_SETTINGS)
+
+    def get_input_sizes(self, config):
+        return [self.solver.n_parameters]
+
+    def get_output_sizes(self, config):
+        return [self.solver.n_observables]
+
+    def __call__(self, parameters, config):
+        return [self.solver.solve(parameters[0]).tolist()]
+
+    def supports_evaluate(self):
+        return True
+
+
 def main(port: int) -> None:
     # umbridge.serve_models listens on every interface; the tests keep it on loopback
     aiohttp.web.run_app = functools.partial(aiohttp.web.run_app, host="127.0.0.1",
                                             print=None)
     umbridge.serve_models([Forward(), Fails("fails"), BadSize("badsize"),
-                           Forward("slow", delay=5.0), NoEval("noeval")],
+                           Forward("slow", delay=5.0), NoEval("noeval"), DCR()],
                           port=port, max_workers=4)
 
 
