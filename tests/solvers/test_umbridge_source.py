@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -33,12 +34,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def clean_env() -> dict[str, str]:
+    """The environment without the MPI launcher's variables of this process (the server
+    initialises MPI through the DCR solver and must not join this job)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_", "OMPI_"))}
+
+
 def start_server(log: Path) -> tuple[subprocess.Popen, str]:
     """Start the test server; return it and its url once /Info answers."""
     port = free_port()
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, str(SERVER), str(port)], stdout=fh,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, env=clean_env())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -234,10 +242,16 @@ def test_bad_settings_are_refused(server, kw, message):
 @pytest.mark.mpi
 def test_two_ranks_get_rank_zeros_answer_and_errors(tmp_path_factory):
     comm = MPI.COMM_WORLD
-    proc, url = (start_server(tmp_path_factory.mktemp("umbridge") / "server.log")
-                 if comm.rank == 0 else (None, None))
+    proc, url, error = None, None, None
+    if comm.rank == 0:
+        try:
+            proc, url = start_server(tmp_path_factory.mktemp("umbridge") / "server.log")
+        except RuntimeError as exc:  # told to rank 1 too, which would wait forever
+            error = str(exc)
+    url, error = comm.bcast((url, error))
+    if error is not None:
+        pytest.fail(error)
     try:
-        url = comm.bcast(url)
         p = UMBridgeProblem(comm, url=url, model="forward", lower=0, upper=1)
         assert (p.n_parameters, p.n_observables) == (3, 4)
         y = np.array([0.5, 0.25, 1.5])
