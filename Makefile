@@ -61,6 +61,7 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint containers/Dockerfile
 	$(VENV)/bin/shellcheck -x $(SHELL_SCRIPTS)
 	$(PY) containers/check_definition.py containers/varpro-surrogates.def

@@ -33,11 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datasets.split_data import load_split_data  # noqa: E402
+from surrogate.device import resolve_device  # noqa: E402
 from train.adam import Adam  # noqa: E402
-from train.cli import build_model, resolve_device, warm_up  # noqa: E402
 from train.cli import main as train_main  # noqa: E402
 from train.config import merge_config, resolve_config, slimtrain_model_config  # noqa: E402
-from datasets.split_data import load_split_data  # noqa: E402
+from train.factories import build_model, warm_up  # noqa: E402
 from train.multilevel import Monitor  # noqa: E402
 from train.slimtrain import SlimTrain, lambda_image  # noqa: E402
 

@@ -76,7 +76,7 @@ def umbridge_round_trip(model_dir: Path, y: np.ndarray) -> dict:
 
     global clock
     saved, clock = clock, time.perf_counter      # the server's time is in another process
-    proc = subprocess.Popen([sys.executable, "-m", "surrogate.serve", str(model_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "surrogate.serving", str(model_dir),
                              "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

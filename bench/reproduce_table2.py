@@ -99,7 +99,7 @@ def _pm(pair) -> str:
 
 def table_markdown(results: dict[str, list[dict]]) -> str:
     """Measured rows next to the published ones (GNvpro table 2)."""
-    from train.cli import LABELS
+    from train.summary import LABELS
 
     lines = ["| problem | method | train | validation | test | paper test | work units | "
              "train wall [s] |", "|---|---|---|---|---|---|---|---|"]
@@ -118,7 +118,7 @@ def table_markdown(results: dict[str, list[dict]]) -> str:
 
 def table_text(results: dict[str, list[dict]]) -> str:
     """Plain-text table: measured (train/validation/test) and the paper's (same columns)."""
-    from train.cli import LABELS
+    from train.summary import LABELS
 
     head = (f"{'':<12} {'train':>17} {'validation':>17} {'test':>17} | paper: "
             f"{'train':>17} {'validation':>17} {'test':>17}")
@@ -145,8 +145,8 @@ def figure2(results: dict[str, list[dict]], out: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from train.cli import LABELS
     from train.history import History
+    from train.summary import LABELS
 
     problems = list(results)
     fig, axes = plt.subplots(len(problems), 2, figsize=(11, 4 * len(problems)), squeeze=False)

@@ -10,35 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datasets.errors import ConfigError
-from solvers.base import SolverSettingsError, load_settings_file
-from solvers.base import parse_assignment as solver_parse_assignment
+from solvers.common.toml import parse_assignment, parse_assignments, read_toml
 
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """Split ``key=value`` and parse the value as a TOML literal (see
-    :func:`solvers.base.parse_assignment`)."""
-    try:
-        return solver_parse_assignment(text)
-    except SolverSettingsError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Solver settings from a TOML file (top-level keys); ConfigError if the file is missing,
-    a folder, not UTF-8 or not TOML (see :func:`solvers.base.load_settings_file`)."""
-    try:
-        return load_settings_file(path)
-    except SolverSettingsError as exc:
-        raise ConfigError(str(exc)) from None
+__all__ = ["differences", "parse_assignment", "resolve_overrides"]
 
 
 def resolve_overrides(config_file: str | Path | None, assignments: list[str]) -> dict[str, Any]:
-    """Solver-setting overrides: the config file's keys, then each ``--set`` in order."""
-    settings = load_config_file(config_file) if config_file is not None else {}
-    for text in assignments:
-        key, value = parse_assignment(text)
-        settings[key] = value
+    """Solver-setting overrides: the config file's keys (:func:`solvers.common.toml.read_toml`),
+    then each ``--set`` in order; ConfigError naming the bad file or value."""
+    settings = read_toml(config_file) if config_file is not None else {}
+    settings.update(parse_assignments(assignments))
     return settings
 
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
 import numpy as np
@@ -42,7 +42,7 @@ from datasets.splits import SplitSpec
 from datasets.storage import FAILED, OK
 from datasets.writer import DatasetWriter
 from solvers import SolveError, SolverSettingsError, make_solver
-from solvers.base import check_memory, format_bytes
+from solvers.common.memory import check_memory, format_bytes
 
 #: message tag of results sent to rank 0
 RESULT_TAG = 4242
@@ -179,7 +179,7 @@ class Summary:
 class SharedCounter:
     """A "next sample" counter in an MPI window on rank 0 of ``comm`` (collective)."""
 
-    def __init__(self, comm: MPI.Comm):
+    def __init__(self, comm: MPI.Intracomm):
         itemsize = MPI.INT64_T.Get_size()
         info = MPI.Info.Create()
         for key, value in (("accumulate_ops", "same_op"), ("which_accumulate_ops", "sum"),
@@ -229,7 +229,7 @@ def solve_sample(solver: Any, seed: int, index: int, rank: int) -> SampleResult:
                         rank)
 
 
-def generate(options: GenerationOptions, comm: MPI.Comm | None = None) -> Summary:
+def generate(options: GenerationOptions, comm: MPI.Intracomm | None = None) -> Summary:
     """Generate (or resume) a dataset; collective over ``comm`` (default COMM_WORLD).
 
     Raises
@@ -244,7 +244,7 @@ def generate(options: GenerationOptions, comm: MPI.Comm | None = None) -> Summar
         world.Free()
 
 
-def _generate(options: GenerationOptions, world: MPI.Comm) -> Summary:
+def _generate(options: GenerationOptions, world: MPI.Intracomm) -> Summary:
     start = time.perf_counter()
     options.check(world.size)
     k = options.ranks_per_sample
@@ -310,17 +310,19 @@ def _build_solver(options: GenerationOptions, comm: MPI.Comm) -> Any:
 
 def _everywhere[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
     """Run ``fn`` on every rank; a ValueError (user error) on any rank is raised on all."""
+    value: T | None = None
+    error: ValueError | None = None
     try:
-        value, error = fn(), None
+        value = fn()
     except ValueError as exc:
-        value, error = None, exc
+        error = exc
     errors = [e for e in comm.allgather(error) if e is not None]
     if errors:
         raise errors[0]
-    return value
+    return cast("T", value)  # fn() returned on every rank
 
 
-def _solve_all(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: np.ndarray,
+def _solve_all(world: MPI.Intracomm, group: MPI.Comm, solver: Any, seed: int, todo: np.ndarray,
                writer: DatasetWriter | None) -> None:
     """Solve the samples ``todo`` with dynamic hand-out; results end up in ``writer``."""
     counter = SharedCounter(world)

@@ -157,7 +157,7 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
         "n_dropped_nonfinite": int((~finite).sum()),
         "attrs": {k: _jsonable(v) for k, v in attrs.items()},
     }
-    if source == "seeded":
+    if source == "seeded" and fractions is not None:  # fractions is set when seeded
         provenance["split_fractions"] = list(fractions)
         provenance["split_seed"] = seed
     return SplitData(ys, cs, problem, source, provenance)

@@ -53,10 +53,10 @@ class SplitSpec:
                               f"got {text!r}")
         fractions = any("." in p or "e" in p.lower() for p in parts)
         try:
-            sizes = tuple(float(p) if fractions else int(p) for p in parts)
+            train, validation, test = (float(p) if fractions else int(p) for p in parts)
         except ValueError:
             raise ConfigError(f"--split sizes must be numbers, got {text!r}") from None
-        spec = cls(sizes, fractions)
+        spec = cls((train, validation, test), fractions)
         spec.check()
         return spec
 
@@ -91,7 +91,8 @@ def split_sizes(spec: SplitSpec, n_available: int) -> tuple[int, int, int]:
     sizes = np.asarray(spec.sizes, dtype=np.float64)
     if not spec.fractions:
         if sizes.sum() <= n_available:
-            return tuple(int(s) for s in sizes)
+            n_train, n_val, n_test = (int(s) for s in sizes)
+            return n_train, n_val, n_test
         sizes = sizes / sizes.sum()
     n_train, n_val, n_test = (int(np.floor(f * n_available + 0.5)) for f in sizes)
     n_val = min(n_val, n_available - n_train)

@@ -44,8 +44,8 @@ from datasets.storage import (
     remove_stale_temporaries,
     write_atomic,
 )
-from solvers.base import format_bytes
 from solvers.common.atomic import OutputPathError, make_parents, remove_folders, resolve_output
+from solvers.common.memory import format_bytes
 
 #: a checkpoint waits at least this many times its predecessor's write time
 CHECKPOINT_COST_FACTOR = 20.0
@@ -196,13 +196,14 @@ class DatasetWriter:
         """
         s = self.state
         complete = not np.any(s.status == PENDING)
-        if complete:
-            s.splits = make_splits(s.status == OK, split, int(s.attrs["seed"]))
+        splits = make_splits(s.status == OK, split, int(s.attrs["seed"])) if complete else None
+        if splits is not None:
+            s.splits = splits
         s.attrs["complete"] = complete
         self._runs[-1]["finished"] = now()
         self.checkpoint()
         self.close()
-        return {name: int(s.splits[name].size) for name in SPLIT_NAMES} if complete else {}
+        return {name: int(splits[name].size) for name in SPLIT_NAMES} if splits is not None else {}
 
     def close(self) -> None:
         """Close the progress bar and release the lock."""

@@ -7,12 +7,12 @@ observables of a fresh PDE solve (a y that is not in the training data):
    MCMC fits into minutes: ``generate-dataset`` on a 24 x 24 x 12 mesh (``--samples`` samples)
    and a short GNvpro training (``train-surrogate``). ``--data FILE.h5`` trains on an existing
    dataset instead, ``--model DIR`` uses a trained surrogate; the PDE is always rebuilt from the
-   same recorded solver settings (:class:`solvers.pde_model.PDEModel`). (A surrogate trained on
+   same recorded solver settings (:class:`surrogate.serving.PDEModel`). (A surrogate trained on
    /work/data/dcr10000.h5 uses the 48 x 48 x 24 SPEC mesh, 0.1 s a solve: then lower the PDE
    budgets.)
 2. data d = G_pde(y_true) + sigma eps, with sigma = ``--noise`` x the rms of the centred
    training observables; Gaussian likelihood, uniform prior on the surrogate's training box
-   (:class:`surrogate.posterior.GaussianPosterior`).
+   (:class:`surrogate.serving.GaussianPosterior`).
 3. Laplace (Gauss-Newton) approximation: MAP by bounded Gauss-Newton least squares
    (scipy ``least_squares``, several starts) on the surrogate, covariance (J^T J / sigma^2)^-1
    from the surrogate's autograd Jacobian at the MAP.
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_surrogate(args: argparse.Namespace, out: Path):
     """(surrogate, PDE model, centred rms of the training observables)."""
     import surrogate
-    from solvers.pde_model import PDEModel
+    from surrogate.serving import PDEModel
 
     if args.model:
         sur = surrogate.load(args.model)
@@ -294,7 +294,7 @@ def plot(out: Path, names, truth, sets, laplace_mean, laplace_cov) -> Path:
 
 # ---------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict:
-    from surrogate.posterior import GaussianPosterior
+    from surrogate.serving import GaussianPosterior
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ def make_solver(name: str, comm: Any = None, **settings: Any) -> PDESolver:
     cls = solver_class(name)
     defaults = getattr(importlib.import_module(cls.__module__), "DEFAULTS", None)
     unknown = sorted(set(settings) - set(defaults)) if defaults is not None else []
-    if unknown:
+    if unknown and defaults is not None:
         raise SolverSettingsError(f"unknown {name.upper()} setting(s) {unknown}; valid: "
                                   f"{sorted(defaults)}")
     if comm is None:

@@ -10,22 +10,32 @@ Examples
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from solvers.base import SolveError, SolverSettingsError, load_settings_file, parse_assignment
+from solvers.common.atomic import resolve_output, write_atomic
+from solvers.common.cli import (
+    BAD_INPUT,
+    FAILURE,
+    INTERRUPT_STATUS,
+    RankZeroParser,
+    exit_now,
+    signal_name,
+    stop_on_signals,
+)
 from solvers.common.mpi_network import configure_mpi_network
-from solvers.common.atomic import OutputPathError, resolve_output, write_atomic
-
-#: exit status after SIGINT / SIGTERM (128 + signal number, as a shell reports it)
-INTERRUPT_STATUS = 128
+from solvers.common.toml import parse_assignments, read_toml
+from solvers.errors import (
+    Interrupted,
+    OutputPathError,
+    SolveError,
+    SolverSettingsError,
+    UsageError,
+)
 
 #: most entries a parameter file may hold before it is refused unread
 MAX_PARAMETER_ENTRIES = 1_000_000
@@ -35,98 +45,66 @@ PROBLEM_HELP = {
     "dcr": "DC resistivity, y in R^3 -> c in R^882 (SPEC 2)",
 }
 
-
-class CLIError(Exception):
-    """A user error reported as ``solve-pde: error: ...`` with exit status 2."""
-
-
-class _Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived (raised by the signal handler)."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signum)
-
-
-def world_rank() -> int:
-    """This process's rank in MPI_COMM_WORLD (from the launcher's environment before MPI is
-    initialised), 0 without a launcher."""
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
-        return mpi.COMM_WORLD.rank
-    for key in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    return 0
-
-
-class _RankZeroParser(argparse.ArgumentParser):
-    """An ArgumentParser whose messages (usage, errors, help) come from rank 0 only."""
-
-    def _print_message(self, message: str, file=None) -> None:  # noqa: ANN001
-        if world_rank() == 0:
-            super()._print_message(message, file)
-
-
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """``["key=value", ...]`` -> settings dict (values parsed as TOML literals)."""
-    return dict(parse_assignment(item) for item in items)
+    return parse_assignments(items, SolverSettingsError)
 
 
 def read_parameters(path: str) -> np.ndarray:
     """Read y from a .npy vector or a text file with one number per line.
 
-    Returns a float64 vector, shape (n,); raises CLIError saying what is wrong with the file
+    Returns a float64 vector, shape (n,); raises UsageError saying what is wrong with the file
     (missing, a folder, empty, not a vector, complex or non-numeric values, too large).
     """
     p = Path(path)
     if p.is_dir():
-        raise CLIError(f"parameter file {path!r} is a folder")
+        raise UsageError(f"parameter file {path!r} is a folder")
     if not p.is_file():
-        raise CLIError(f"parameter file {path!r} does not exist")
+        raise UsageError(f"parameter file {path!r} does not exist")
     try:
         if p.stat().st_size == 0:
-            raise CLIError(f"parameter file {path!r} is empty")
+            raise UsageError(f"parameter file {path!r} is empty")
         if p.suffix == ".npy":
             y = np.load(p, allow_pickle=False, mmap_mode="r")
             if y.size > MAX_PARAMETER_ENTRIES:
-                raise CLIError(f"parameter file {path!r} holds {y.size} values (shape "
+                raise UsageError(f"parameter file {path!r} holds {y.size} values (shape "
                                f"{y.shape}); a parameter vector has far fewer")
             if y.dtype.kind not in "iuf":
                 kind = "complex" if y.dtype.kind == "c" else str(y.dtype)
-                raise CLIError(f"parameter file {path!r} holds {kind} values; parameters "
+                raise UsageError(f"parameter file {path!r} holds {kind} values; parameters "
                                "must be real numbers (float or integer)")
             y = np.array(y, dtype=np.float64)
         else:
             if p.stat().st_size > 64 * MAX_PARAMETER_ENTRIES:
-                raise CLIError(f"parameter file {path!r} is {p.stat().st_size} bytes, too "
+                raise UsageError(f"parameter file {path!r} is {p.stat().st_size} bytes, too "
                                "large for a parameter vector")
             with warnings.catch_warnings():  # "input contained no data": reported below
                 warnings.simplefilter("ignore", UserWarning)
                 y = np.loadtxt(p, dtype=np.float64, ndmin=1, encoding="utf-8")
-    except CLIError:
+    except UsageError:
         raise
     except UnicodeDecodeError:
-        raise CLIError(f"cannot read parameters from {path!r}: not UTF-8 text (use .npy for "
+        raise UsageError(f"cannot read parameters from {path!r}: not UTF-8 text (use .npy for "
                        "binary files)") from None
     except Exception as exc:  # any parser failure on a malformed file (EOFError, ...)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CLIError(f"cannot read parameters from {path!r}: {detail}") from None
+        raise UsageError(f"cannot read parameters from {path!r}: {detail}") from None
     if y.ndim != 1:
-        raise CLIError(f"parameter file {path!r} must hold a vector, got shape {y.shape}")
+        raise UsageError(f"parameter file {path!r} must hold a vector, got shape {y.shape}")
     if y.size == 0:
-        raise CLIError(f"parameter file {path!r} holds no numbers")
+        raise UsageError(f"parameter file {path!r} holds no numbers")
     return y
 
 
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` (.npy) atomically (see :func:`solvers.common.atomic.write_atomic`:
-    through a symlink to its target, regular files only, mode from the umask)."""
+    """Write ``array`` to ``path`` (.npy) atomically (see
+    :func:`solvers.common.atomic.write_atomic`: through a symlink to its target, regular files
+    only, mode from the umask)."""
     write_atomic(path, lambda fh: np.save(fh, array))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _RankZeroParser(
+    parser = RankZeroParser(
         prog="solve-pde",
         description="Solve one parameter sample of a PDE problem and write its observables. "
                     "Under mpiexec the mesh is distributed over all ranks.")
@@ -164,8 +142,8 @@ def _run(args: argparse.Namespace) -> None:
     from solvers import make_solver
 
     comm = MPI.COMM_WORLD
-    _install_signal_handlers()
-    settings = load_settings_file(args.config) if args.config is not None else {}
+    stop_on_signals()
+    settings = read_toml(args.config, SolverSettingsError) if args.config is not None else {}
     settings.update(parse_set_options(args.settings))
     if getattr(args, "allow_extrapolation", False):
         settings["allow_extrapolation"] = True
@@ -181,14 +159,14 @@ def _run(args: argparse.Namespace) -> None:
             error = str(exc)
     error = comm.bcast(error)
     if error is not None:
-        raise CLIError(error)
-    solver = make_solver(args.problem, comm, **settings)
+        raise UsageError(error)
+    solver: Any = make_solver(args.problem, comm, **settings)
     if args.params is not None:
         y = read_parameters(args.params)
     else:
         y = solver.sample_parameters(np.random.default_rng(0 if args.seed is None else args.seed))
     if args.problem == "cdr":
-        from solvers.cdr import plot_solution
+        from solvers.cdr_plot import plot_solution as plot_cdr
 
         result = solver.run(y, keep_fields=bool(args.plot or args.fields))
         c = result.observables
@@ -196,15 +174,15 @@ def _run(args: argparse.Namespace) -> None:
             print(f"cdr: {result.substeps} steps, {result.newton_iterations} Newton iterations, "
                   f"{result.wall_time:.2f} s on {comm.size} rank(s)")
         if args.plot:
-            plot_solution(solver, result, args.plot)
+            plot_cdr(solver, result, args.plot)
         if args.fields:
             _save_fields(solver, result, args.fields)
     else:
-        from solvers.dcr import plot_solution
+        from solvers.dcr_plot import plot_solution as plot_dcr
 
         c = solver.solve(y)
         if args.plot:
-            plot_solution(solver, y, c, args.plot)
+            plot_dcr(solver, y, c, args.plot)
     if comm.rank == 0:
         save_npy_atomic(args.out, c)
         print(f"wrote {c.size} observables to {args.out}"
@@ -212,50 +190,15 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _save_fields(solver: Any, result: Any, path: str) -> None:
-    from solvers.cdr import gather_field
+    from solvers.cdr_plot import gather_field
 
     gathered = [gather_field(solver, f) for f in result.fields]
-    if solver.comm.rank == 0:
-        xy = gathered[0][0]
-        u = np.stack([g[1] for g in gathered])
+    if solver.comm.rank == 0:  # rank 0 holds every gathered field
+        fields = [g for g in gathered if g is not None]
+        xy = fields[0][0]
+        u = np.stack([g[1] for g in fields])
         write_atomic(path, lambda fh: np.savez(fh, x=xy, t=solver.output_times, u=u),
                      "--fields")
-
-
-def _install_signal_handlers() -> None:
-    """SIGINT / SIGTERM raise :class:`_Interrupted` (after PETSc installed its handlers, so
-    that neither a KeyboardInterrupt traceback nor PETSc's crash banner appears)."""
-    from petsc4py import PETSc  # noqa: F401  PetscInitialize installs handlers: replace them
-
-    def interrupt(signum: int, frame: object) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        raise _Interrupted(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
-
-
-def _world_size() -> int:
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
-        return mpi.COMM_WORLD.size
-    return 1
-
-
-def _exit(status: int, message: str) -> int:
-    """Print ``message`` on rank 0 only and end with ``status``; under MPI without
-    MPI_Finalize (the other ranks may be anywhere, e.g. inside a collective solve)."""
-    if world_rank() == 0:
-        sys.stdout.flush()
-        print(message, file=sys.stderr, flush=True)
-    elif _world_size() > 1:
-        time.sleep(2.0)  # let rank 0 print first: mpiexec ends all ranks when one exits
-    if _world_size() > 1 or status >= INTERRUPT_STATUS:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,18 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         _run(args)
-    except (_Interrupted, KeyboardInterrupt) as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        name = signal.Signals(signum).name
-        return _exit(INTERRUPT_STATUS + signum,
-                     f"solve-pde: interrupted ({name}); no output written")
-    except (CLIError, SolverSettingsError, ValueError) as exc:
-        sys.exit(_exit(2, f"solve-pde: error: {exc}"))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = getattr(exc, "signum", 2)  # KeyboardInterrupt: SIGINT
+        return exit_now(INTERRUPT_STATUS + signum,
+                        f"solve-pde: interrupted ({signal_name(signum)}); no output written")
+    except ValueError as exc:  # InputError and the checks of numpy/solvers on bad values
+        sys.exit(exit_now(BAD_INPUT, f"solve-pde: error: {exc}"))
     except SolveError as exc:
-        sys.exit(_exit(1, f"solve-pde: solve failed: {exc}"))
+        sys.exit(exit_now(FAILURE, f"solve-pde: solve failed: {exc}"))
     except OSError as exc:
         detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
-        sys.exit(_exit(2, f"solve-pde: error: {detail}"))
+        sys.exit(exit_now(BAD_INPUT, f"solve-pde: error: {detail}"))
     return 0
 
 

@@ -32,13 +32,15 @@ Readings of SPEC 2 made here:
 * Parallel layout: rank r owns a contiguous block of whole x3-planes of nodes (the natural
   x1-fastest node order is kept, so PETSc rows are contiguous slabs); each rank evaluates m only
   on the cell planes its rows touch. This allows at most n3 + 1 ranks.
+
+Module layout: settings and their validation in :mod:`solvers.dcr_settings`, figures in
+:mod:`solvers.dcr_plot`; this module holds the solver (mesh layout, operator, CG solve).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import dolfinx_solver  # noqa: F401  (loads the matching MPI before mpi4py/petsc4py)
@@ -47,68 +49,13 @@ import scipy.sparse as sp
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from solvers.base import (
-    SolveError,
-    SolverSettingsError,
-    check_bool,
-    check_finite,
-    check_int,
-    check_memory,
-    check_numbers,
-    check_parameter_vector,
-    check_positive,
-    check_positive_int,
-    format_bytes,
-)
-
-#: Constructor defaults: SPEC 2 values, then the linear-solver choices (module docstring).
-DEFAULTS: dict[str, Any] = {
-    "n_cells": (48, 48, 24),
-    "domain": (2.0, 2.0, 1.0),
-    "source_plus": (1.0, 11 / 6, 1.0),
-    "source_minus": (1.0, 1 / 6, 1.0),
-    "receiver_start": 0.1,
-    "receiver_spacing": 0.09,
-    "n_receivers": 21,
-    "difference_step": 0.045,
-    "depth_range": (0.3, 0.7),
-    "size_range": (0.1, 0.3),
-    "angle_range": (0.0, math.pi),
-    "body_center": (1.0, 1.0),
-    "contrast": 10.0,
-    "anisotropy": 2.0,
-    "allow_extrapolation": False,
-    "rtol": 1e-10,
-    "max_iterations": 10_000,
-    "preconditioner": "auto",
-    "factor_levels": 1,
-}
-
-#: Preconditioners accepted by the ``preconditioner`` setting.
-PRECONDITIONERS = ("auto", "icc", "gamg")
+from solvers.base import SolveError, SolverSettingsError, check_parameter_vector
+from solvers.dcr_settings import DEFAULTS, DCRSettings
 
 #: "auto" uses ICC up to this many nodes on one rank, else GAMG. Measured per sample (CG,
 #: rtol 1e-10, CPU seconds): 60,025 nodes ICC(1) 88 its 0.12 s vs GAMG 16 its 0.14 s;
 #: 461,041 nodes ICC(1) 163 its ~2.5 s vs GAMG 16 its 1.5 s.
 AUTO_ICC_MAX_NODES = 200_000
-
-#: Largest |contrast| accepted: the conductivity spans [1, e^|contrast|], and beyond a ratio of
-#: 1e15 (|contrast| = 34.5) the operator's condition number exceeds what float64 CG can resolve
-#: (at contrast = 1000 the conductivity overflows to inf and the solve never ends).
-MAX_CONTRAST = math.log(1e15)
-
-#: Upper bound of CG iterations accepted for ``max_iterations``.
-MAX_ITERATIONS_LIMIT = 10_000_000
-
-#: Memory model (bytes) used to refuse meshes that cannot fit, from peak-RSS measurements on
-#: one rank (bench/bench_dcr.py sizes: 48 x 48 x 24 -> 73 MiB, 96 x 96 x 48 -> 324 MiB, i.e.
-#: about 660 B per node), with head-room: per node, and per receiver point of the observation
-#: matrix (4 interpolation stencils of 8 weights each, while it is built).
-BYTES_PER_NODE = 900
-BYTES_PER_RECEIVER = 1600
-
-#: Relative tolerance for "this coordinate lies on a mesh node".
-_NODE_TOL = 1e-9
 
 
 def _stencil_offsets(N1: int, N2: int) -> np.ndarray:
@@ -124,26 +71,6 @@ def _pair_sum(a: np.ndarray, axis: int) -> np.ndarray:
     lo[axis] = slice(None, -1)
     hi[axis] = slice(1, None)
     return a[tuple(lo)] + a[tuple(hi)]
-
-
-def _as_triple(value: Any, name: str) -> tuple[float, float, float]:
-    try:
-        t = tuple(float(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise SolverSettingsError(f"{name} must be 3 numbers, got {value!r}") from exc
-    if len(t) != 3 or not all(math.isfinite(v) for v in t):
-        raise SolverSettingsError(f"{name} must be 3 finite numbers, got {value!r}")
-    return t
-
-
-def _as_range(value: Any, name: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise SolverSettingsError(f"{name} must be a pair (low, high), got {value!r}") from exc
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise SolverSettingsError(f"{name} must be finite with low < high, got {value!r}")
-    return lo, hi
 
 
 def trilinear_matrix(points: np.ndarray, spacing: Sequence[float],
@@ -215,12 +142,18 @@ class DCRSolver:
     rtol : float
         Relative residual tolerance of CG (unpreconditioned 2-norm).
     max_iterations : int
-        CG iteration limit; a solve that hits it raises :class:`~solvers.base.SolveError`.
+        CG iteration limit; a solve that hits it raises :class:`~solvers.errors.SolveError`.
     preconditioner : {"auto", "icc", "gamg"}
         "auto": ICC on one rank for meshes up to ``AUTO_ICC_MAX_NODES`` nodes, else GAMG
         (PETSc's ICC is sequential).
     factor_levels : int
         Fill levels of the incomplete Cholesky factorisation (ICC(k)).
+    config : DCRSettings, optional
+        All settings at once, already validated (instead of the keywords above).
+
+    Every setting is validated by :class:`~solvers.dcr_settings.DCRSettings` (a bad one raises
+    :class:`~solvers.errors.SolverSettingsError` naming it) before any array is allocated;
+    the settings stay available as :attr:`config` and as attributes of the same names.
     """
 
     name = "dcr"
@@ -228,65 +161,22 @@ class DCRSolver:
     n_observables = 882
     parameter_names = ("depth", "size", "angle")
 
-    def __init__(self, comm: MPI.Comm = MPI.COMM_SELF, *,
-                 n_cells: Sequence[int] = DEFAULTS["n_cells"],
-                 domain: Sequence[float] = DEFAULTS["domain"],
-                 source_plus: Sequence[float] = DEFAULTS["source_plus"],
-                 source_minus: Sequence[float] = DEFAULTS["source_minus"],
-                 receiver_start: float = DEFAULTS["receiver_start"],
-                 receiver_spacing: float = DEFAULTS["receiver_spacing"],
-                 n_receivers: int = DEFAULTS["n_receivers"],
-                 difference_step: float = DEFAULTS["difference_step"],
-                 depth_range: Sequence[float] = DEFAULTS["depth_range"],
-                 size_range: Sequence[float] = DEFAULTS["size_range"],
-                 angle_range: Sequence[float] = DEFAULTS["angle_range"],
-                 body_center: Sequence[float] = DEFAULTS["body_center"],
-                 contrast: float = DEFAULTS["contrast"],
-                 anisotropy: float = DEFAULTS["anisotropy"],
-                 allow_extrapolation: bool = DEFAULTS["allow_extrapolation"],
-                 rtol: float = DEFAULTS["rtol"],
-                 max_iterations: int = DEFAULTS["max_iterations"],
-                 preconditioner: str = DEFAULTS["preconditioner"],
-                 factor_levels: int = DEFAULTS["factor_levels"]):
+    def __init__(self, comm: MPI.Comm = MPI.COMM_SELF, *, config: DCRSettings | None = None,
+                 **settings: Any):
+        if config is None:
+            config = DCRSettings.from_dict(settings)
+        elif not isinstance(config, DCRSettings):
+            raise SolverSettingsError(f"config must be a DCRSettings, got {config!r}")
+        elif settings:
+            raise SolverSettingsError(
+                f"pass either config or setting keywords, not both (got {sorted(settings)})")
         self.comm = comm
-        self._validate_mesh(n_cells, domain)
-        self.source_plus, plus_node = self._node_of(source_plus, "source_plus")
-        self.source_minus, minus_node = self._node_of(source_minus, "source_minus")
-        self._electrode_nodes = ((plus_node, 1.0), (minus_node, -1.0))
-        if plus_node == minus_node:
+        self._store(config)
+        if self.comm.size > self.n_nodes_axis[2]:
             raise SolverSettingsError(
-                f"source_plus = {source_plus!r} and source_minus = {source_minus!r} are the "
-                "same node; the dipole would vanish")
-        self._validate_receivers(receiver_start, receiver_spacing, n_receivers,
-                                 difference_step)
-        self.depth_range = _as_range(depth_range, "depth_range")
-        self.size_range = _as_range(size_range, "size_range")
-        self.angle_range = _as_range(angle_range, "angle_range")
-        if self.size_range[0] <= 0:
-            raise SolverSettingsError(f"size_range must be > 0, got {size_range!r}")
-        self.body_center = check_numbers(body_center, 2, "body_center")
-        try:
-            self.contrast = check_finite(contrast, "contrast", -MAX_CONTRAST, MAX_CONTRAST)
-        except SolverSettingsError:
-            raise SolverSettingsError(
-                f"contrast = {contrast!r} is refused: m = exp(contrast * ...) would span "
-                f"[1, e^|contrast|]; |contrast| must be at most {MAX_CONTRAST:.4g} "
-                "(conductivity ratio 1e15; SPEC 2: 10)") from None
-        self.anisotropy = check_positive(anisotropy, "anisotropy")
-        if self.anisotropy > 1e6:
-            raise SolverSettingsError(f"anisotropy must be in (0, 1e6], got {anisotropy!r}")
-        self.allow_extrapolation = check_bool(allow_extrapolation, "allow_extrapolation")
-        self.rtol = check_positive(rtol, "rtol")
-        if self.rtol >= 1:
-            raise SolverSettingsError(f"rtol must be in (0, 1), got {rtol!r}")
-        self.max_iterations = check_int(max_iterations, "max_iterations", 1,
-                                        MAX_ITERATIONS_LIMIT)
-        if not isinstance(preconditioner, str) or preconditioner not in PRECONDITIONERS:
-            raise SolverSettingsError(
-                f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
-        self.preconditioner = preconditioner
-        self.factor_levels = check_int(factor_levels, "factor_levels", 0, 20)
-        self._check_memory()
+                f"{self.comm.size} ranks but only {self.n_nodes_axis[2]} node planes in x3 "
+                f"(n_cells = {self.n_cells}); use at most n3 + 1 ranks")
+        config.check_memory(comm.size)
         #: CG iterations of the last solve (for benchmarks and logs).
         self.last_iterations = 0
         self._build_layout()
@@ -295,95 +185,30 @@ class DCRSolver:
         self._build_ksp()
 
     # ------------------------------------------------------------------ settings
-    def _validate_mesh(self, n_cells: Any, domain: Any) -> None:
-        if isinstance(n_cells, str | bytes | dict) or not hasattr(n_cells, "__iter__"):
-            raise SolverSettingsError(f"n_cells must be 3 integers, got {n_cells!r}")
-        cells = list(n_cells)
-        if len(cells) != 3:
-            raise SolverSettingsError(f"n_cells must be 3 integers, got {n_cells!r}")
-        self.n_cells = tuple(check_positive_int(c, f"n_cells[{d}]") for d, c in enumerate(cells))
-        lengths = _as_triple(domain, "domain")
-        self.domain = tuple(check_positive(v, f"domain[{d}]") for d, v in enumerate(lengths))
-        self.h = tuple(L / n for L, n in zip(self.domain, self.n_cells, strict=True))
-        self.n_nodes_axis = tuple(n + 1 for n in self.n_cells)
-        self.n_nodes = math.prod(self.n_nodes_axis)
-        if self.n_nodes > 2**31 - 1:
-            raise SolverSettingsError(
-                f"n_cells = {list(self.n_cells)} gives {self.n_nodes:.3g} nodes, more than "
-                "PETSc's 32-bit indices allow (2^31 - 1)")
-        if self.comm.size > self.n_nodes_axis[2]:
-            raise SolverSettingsError(
-                f"{self.comm.size} ranks but only {self.n_nodes_axis[2]} node planes in x3 "
-                f"(n_cells = {self.n_cells}); use at most n3 + 1 ranks")
-
-    def _check_memory(self) -> None:
-        """Refuse a mesh or receiver count whose estimated memory does not fit (per rank)."""
-        nodes = self.n_nodes / self.comm.size
-        receivers = 4 * self.n_receivers ** 2
-        estimate = BYTES_PER_NODE * nodes + BYTES_PER_RECEIVER * receivers + 64 * 2**20
-        what = (f"n_cells = {list(self.n_cells)} ({self.n_nodes:.3g} nodes"
-                + (f" on {self.comm.size} ranks" if self.comm.size > 1 else "")
-                + f") with n_receivers = {self.n_receivers} ({self.n_observables:.3g} "
-                f"observables; estimate {format_bytes(BYTES_PER_NODE)} per node, "
-                f"{format_bytes(BYTES_PER_RECEIVER)} per receiver point)")
-        check_memory(estimate, what)
-
-    def _node_of(self, point: Any, name: str) -> tuple[tuple[float, float, float], int]:
-        """Validate an electrode position; return it and its node index (x1 fastest)."""
-        x = _as_triple(point, name)
-        idx = []
-        for d in range(3):
-            if not -_NODE_TOL * self.domain[d] <= x[d] <= self.domain[d] * (1 + _NODE_TOL):
-                raise SolverSettingsError(
-                    f"{name} = {x} lies outside the domain (0, {self.domain[d]}) in x{d + 1}")
-            t = x[d] / self.h[d]
-            if abs(t - round(t)) > _NODE_TOL * max(1.0, abs(t)):
-                raise SolverSettingsError(
-                    f"{name} = {x} is not on a mesh node for n_cells = {self.n_cells}: "
-                    f"x{d + 1} / h{d + 1} = {t:.6g} is not an integer")
-            idx.append(int(round(t)))
-        N1, N2, _ = self.n_nodes_axis
-        return x, idx[0] + N1 * (idx[1] + N2 * idx[2])
-
-    def _validate_receivers(self, start: Any, spacing: Any, n: Any, step: Any) -> None:
-        self.receiver_start = check_finite(start, "receiver_start")
-        self.receiver_spacing = check_positive(spacing, "receiver_spacing")
-        self.n_receivers = check_positive_int(n, "n_receivers")
-        self.difference_step = check_positive(step, "difference_step")
-        lo = self.receiver_start - self.difference_step
-        hi = self.receiver_start + self.receiver_spacing * (self.n_receivers - 1) \
-            + self.difference_step
-        for d in range(2):
-            if lo < 0 or hi > self.domain[d]:
-                raise SolverSettingsError(
-                    f"receiver points (centres +- difference_step) span [{lo:.6g}, {hi:.6g}] "
-                    f"in x{d + 1}, outside the domain [0, {self.domain[d]}]")
-        self.n_observables = 2 * self.n_receivers ** 2
+    def _store(self, config: DCRSettings) -> None:
+        """Keep ``config`` and its values (and the derived mesh sizes) as attributes."""
+        self.config = config
+        self.n_cells, self.domain, self.h = config.n_cells, config.domain, config.h
+        self.n_nodes_axis, self.n_nodes = config.n_nodes_axis, config.n_nodes
+        self.source_plus, self.source_minus = config.source_plus, config.source_minus
+        self._electrode_nodes = config.electrode_nodes
+        self.receiver_start = config.receiver_start
+        self.receiver_spacing = config.receiver_spacing
+        self.n_receivers = config.n_receivers
+        self.difference_step = config.difference_step
+        self.n_observables = config.n_observables
+        self.depth_range, self.size_range = config.depth_range, config.size_range
+        self.angle_range = config.angle_range
+        self.body_center = config.body_center
+        self.contrast, self.anisotropy = config.contrast, config.anisotropy
+        self.allow_extrapolation = config.allow_extrapolation
+        self.rtol, self.max_iterations = config.rtol, config.max_iterations
+        self.preconditioner, self.factor_levels = config.preconditioner, config.factor_levels
 
     def settings(self) -> dict[str, Any]:
         """The resolved configuration (JSON-serialisable); ``DCRSolver(comm, **settings())``
         rebuilds an identical solver."""
-        return {
-            "n_cells": list(self.n_cells),
-            "domain": list(self.domain),
-            "source_plus": list(self.source_plus),
-            "source_minus": list(self.source_minus),
-            "receiver_start": self.receiver_start,
-            "receiver_spacing": self.receiver_spacing,
-            "n_receivers": self.n_receivers,
-            "difference_step": self.difference_step,
-            "depth_range": list(self.depth_range),
-            "size_range": list(self.size_range),
-            "angle_range": list(self.angle_range),
-            "body_center": list(self.body_center),
-            "contrast": self.contrast,
-            "anisotropy": self.anisotropy,
-            "allow_extrapolation": self.allow_extrapolation,
-            "rtol": self.rtol,
-            "max_iterations": self.max_iterations,
-            "preconditioner": self.preconditioner,
-            "factor_levels": self.factor_levels,
-        }
+        return self.config.to_dict()
 
     @property
     def parameter_bounds(self) -> np.ndarray:
@@ -423,9 +248,8 @@ class DCRSolver:
     def _build_pattern(self) -> None:
         """CSR pattern of the 7-point operator on the owned rows (fixed for every sample)."""
         N1, N2, N3 = self.n_nodes_axis
-        i, j, k = np.meshgrid(np.arange(N1), np.arange(N2), np.arange(self.k0, self.k1),
-                              indexing="ij")
-        i, j, k = (a.ravel(order="F") for a in (i, j, k))
+        i, j, k = (a.ravel(order="F") for a in np.meshgrid(
+            np.arange(N1), np.arange(N2), np.arange(self.k0, self.k1), indexing="ij"))
         # neighbour exists: (down, south, west, centre, east, north, up)
         self._mask = np.stack([k > 0, j > 0, i > 0, np.ones_like(i, dtype=bool),
                                i < N1 - 1, j < N2 - 1, k < N3 - 1], axis=1)
@@ -453,8 +277,9 @@ class DCRSolver:
 
     def node_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Node coordinates along each axis, shapes (n1+1,), (n2+1,), (n3+1,)."""
-        return tuple(np.linspace(0.0, L, n + 1)
-                     for L, n in zip(self.domain, self.n_cells, strict=True))
+        x1, x2, x3 = (np.linspace(0.0, L, n + 1)
+                      for L, n in zip(self.domain, self.n_cells, strict=True))
+        return x1, x2, x3
 
     def _edge_weights(self, m_pad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Edge conductances (M_e)_ee / h_e^2 for the owned node planes (SPEC 2).
@@ -685,7 +510,7 @@ class DCRSolver:
         Raises
         ------
         ValueError
-            Bad y. :class:`~solvers.base.SolveError`: the Krylov solver did not converge.
+            Bad y. :class:`~solvers.errors.SolveError`: the Krylov solver did not converge.
         """
         m_planes = self.conductivity(y, self._cell_planes)
         u_local = self._solve(self._pad_cells(m_planes), self._dipole_local(), sample)
@@ -735,70 +560,4 @@ def _reason_name(reason: int) -> str:
     return f"{names.get(reason, 'UNKNOWN')} ({reason})"
 
 
-def plot_solution(solver: DCRSolver, y: Any, c: np.ndarray, path: str | Path) -> None:
-    """Save a PNG: conductivity slices and the D1, D2 observable images.
-
-    Top row: log m on horizontal slices (parallel to x1-x2) at four heights, as in GNvpro
-    fig. 9, with the electrodes marked. Bottom row: D1 and D2 as n_receivers x n_receivers
-    images (GNvpro fig. 4; colours clipped at the 95th percentile of |D| so that the structure
-    away from the electrodes shows), and log m on the vertical cell slice nearest x2 = L2 / 2.
-
-    Parameters
-    ----------
-    solver : DCRSolver
-    y : array_like, shape (3,)
-        Parameters whose conductivity is shown.
-    c : ndarray, shape (n_observables,)
-        Observables (potential differences per unit current).
-    path : str or Path
-        Output PNG file, written by rank 0 of ``solver.comm`` only.
-    """
-    if solver.comm.rank != 0:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    log_m = np.log(solver.conductivity(y))
-    L1, L2, L3 = solver.domain
-    n1, n2, n3 = solver.n_cells
-    colours = dict(vmin=0.0, vmax=max(log_m.max(), 1e-12), cmap="viridis")
-    electrodes = np.array([solver.source_plus, solver.source_minus])
-    fig, axes = plt.subplots(2, 4, figsize=(16, 8), constrained_layout=True)
-    for ax, height in zip(axes[0], np.linspace(0.2, 0.8, 4) * L3, strict=True):
-        k = min(int(height / solver.h[2]), n3 - 1)
-        im = ax.imshow(log_m[:, :, k].T, origin="lower", extent=(0, L1, 0, L2), **colours)
-        ax.plot(electrodes[:, 0], electrodes[:, 1], "wx")
-        ax.set(title=f"log m, x3 = {(k + 0.5) * solver.h[2]:.3f}", xlabel="x1", ylabel="x2")
-    fig.colorbar(im, ax=axes[0, -1], label="log m")
-
-    n = solver.n_receivers
-    r = solver.observable_coords()["receiver_x1"][:n]
-    half = solver.receiver_spacing / 2
-    extent = (r[0] - half, r[-1] + half, r[0] - half, r[-1] + half)
-    c = np.asarray(c)
-    for block, label in enumerate(("D1", "D2")):
-        image = c[block * n * n:(block + 1) * n * n].reshape(n, n, order="F")   # [i, j]
-        limit = max(np.percentile(np.abs(image), 95), 1e-300)
-        ax = axes[1, block]
-        im = ax.imshow(image.T, origin="lower", extent=extent, cmap="RdBu_r", vmin=-limit,
-                       vmax=limit)
-        ax.set(title=f"{label} (clipped at +-{limit:.3g})", xlabel="receiver x1",
-               ylabel="receiver x2")
-        fig.colorbar(im, ax=ax)
-    ax = axes[1, 2]
-    im = ax.imshow(log_m[:, n2 // 2, :].T, origin="lower", extent=(0, L1, 0, L3),
-                   aspect="auto", **colours)
-    ax.set(title=f"log m, x2 = {(n2 // 2 + 0.5) * solver.h[1]:.3f}", xlabel="x1", ylabel="x3")
-    axes[1, 3].axis("off")
-    y = np.asarray(y, dtype=float)
-    fig.suptitle(f"DCR ({n1} x {n2} x {n3} cells): y = (depth {y[0]:.3f}, size {y[1]:.3f}, "
-                 f"angle {y[2]:.3f})")
-    from solvers.output import write_atomic
-
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    try:
-        write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, dpi=100), "figure")
-    finally:
-        plt.close(fig)
+__all__ = ["DEFAULTS", "DCRSolver", "trilinear_matrix"]

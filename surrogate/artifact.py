@@ -42,7 +42,9 @@ __all__ = ["NonFiniteModelError", "SurrogateFormatError", "load_model", "load_we
 def state_to_npz_bytes(state: dict[str, torch.Tensor]) -> bytes:
     """Serialise a state dict of tensors to ``.npz`` bytes (plain arrays)."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: v.detach().cpu().numpy() for k, v in state.items()})
+    arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
+    # numpy's stub types **kwds as if a key could be "allow_pickle" (bool)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

@@ -72,7 +72,7 @@ class PeriodicEncoding(nn.Module):
         """
         if y.dim() != 2 or y.shape[1] != self.n_in:
             raise ValueError(f"expected inputs of shape (n, {self.n_in}), got {tuple(y.shape)}")
-        cols = []
+        cols: list[torch.Tensor] = []
         for j in range(self.n_in):
             if j in self.periods:
                 phase = y[:, j] * (2.0 * math.pi / self.periods[j])
@@ -87,10 +87,10 @@ class PeriodicEncoding(nn.Module):
                 "periods": {str(k): p for k, p in self.periods.items()}}
 
 
-ENCODINGS: dict[str, type[nn.Module]] = {"periodic": PeriodicEncoding}
+ENCODINGS: dict[str, type[PeriodicEncoding]] = {"periodic": PeriodicEncoding}
 
 
-def build_encoding(config: Mapping | None) -> nn.Module | None:
+def build_encoding(config: Mapping | None) -> PeriodicEncoding | None:
     """Encoding module from its ``config()`` dictionary; None (identity) for None.
 
     Raises

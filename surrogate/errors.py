@@ -6,10 +6,11 @@ Bad input is an :class:`~solvers.errors.InputError` (so a ``ValueError``), a fai
 
 from __future__ import annotations
 
-from solvers.errors import InputError, UsageError, VarproError
+from solvers.errors import InputError, RunError, UsageError, VarproError
 
-__all__ = ["EvaluationError", "NonFiniteModelError", "NormalizationError", "RequestError",
-           "SurrogateFormatError", "UsageError", "VarproError"]
+__all__ = ["EvaluationError", "ExportCheckError", "ExportError", "NonFiniteModelError",
+           "NormalizationError", "RequestError", "SurrogateFormatError", "UsageError",
+           "VarproError"]
 
 
 class SurrogateFormatError(InputError):
@@ -30,3 +31,11 @@ class EvaluationError(InputError):
 
 class RequestError(InputError):
     """A malformed UM-Bridge request (answered with an InvalidInput error body)."""
+
+
+class ExportError(InputError):
+    """A model that cannot be exported (architecture, encoding or option not supported)."""
+
+
+class ExportCheckError(RunError):
+    """The exported graph does not reproduce the torch model (a bug of the exporter)."""

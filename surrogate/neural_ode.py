@@ -124,6 +124,11 @@ class NeuralODE(nn.Module):
     """
 
     architecture = "neural_ode"
+    K_in: nn.Parameter
+    b_in: nn.Parameter
+    K: nn.Parameter
+    b: nn.Parameter
+    eye: torch.Tensor  # buffer (not saved), identity of shape (width, width)
 
     def __init__(
         self,

@@ -15,18 +15,28 @@ from torch import nn
 from surrogate.errors import NormalizationError
 
 
+def _abs_max(x: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """max|x| along ``dim`` (kept as a size-1 axis; ``dim=None``: over all entries, shape ()),
+    with zeros (and an empty ``x``) replaced by 1: the scale of :func:`_scaled_mean`."""
+    if not x.numel():
+        a = torch.zeros(())
+    elif dim is None:
+        a = x.abs().amax()
+    else:
+        a = x.abs().amax(dim=dim, keepdim=True)
+    return torch.where(a > 0, a, torch.ones_like(a))
+
+
 def _scaled_mean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean that does not overflow: max|x| * mean(x / max|x|) (``dim=None``: all entries)."""
-    a = x.abs().amax(dim=dim, keepdim=dim is not None) if x.numel() else torch.zeros(())
-    a = torch.where(a > 0, a, torch.ones_like(a))
+    a = _abs_max(x, dim)
     m = (x / a).mean(dim=dim, keepdim=dim is not None) * a
     return m.squeeze(dim) if dim is not None else m
 
 
 def _scaled_rms(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Root mean square that does not overflow or underflow (same scaling as above)."""
-    a = x.abs().amax(dim=dim, keepdim=dim is not None) if x.numel() else torch.zeros(())
-    a = torch.where(a > 0, a, torch.ones_like(a))
+    a = _abs_max(x, dim)
     r = torch.sqrt(((x / a) ** 2).mean(dim=dim, keepdim=dim is not None)) * a
     return r.squeeze(dim) if dim is not None else r
 
@@ -52,6 +62,11 @@ class Normalizer(nn.Module):
     c_shift : buffer, shape (n_out,)
     c_scale : buffer, shape ()
     """
+
+    y_shift: torch.Tensor
+    y_scale: torch.Tensor
+    c_shift: torch.Tensor
+    c_scale: torch.Tensor
 
     def __init__(self, n_in: int, n_out: int, *, standardize_inputs: bool = True,
                  center_targets: bool = False, dtype: torch.dtype = torch.float64) -> None:

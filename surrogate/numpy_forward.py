@@ -194,7 +194,7 @@ class NumpyForward:
         return X
 
 
-def build_numpy_forward(model) -> NumpyForward | None:
+def build_numpy_forward(model) -> NumpyForward | PeriodicNumpyForward | None:
     """NumPy mirror of ``model`` (a SeparableModel), or None if it cannot be mirrored exactly.
 
     Mirrored: float64 weights, a NeuralODE or ResNet extractor (exact types), no input
@@ -231,12 +231,12 @@ class PeriodicNumpyForward:
         for k, e, omega in self._cols:
             if omega is None:
                 z[:, e] = y[:, k]
-                if derivative:
+                if dz is not None:
                     dz[:, e, k] = 1.0
             else:
                 phase = omega * y[:, k]
                 z[:, e], z[:, e + 1] = np.cos(phase), np.sin(phase)
-                if derivative:
+                if dz is not None:
                     dz[:, e, k], dz[:, e + 1, k] = -omega * z[:, e + 1], omega * z[:, e]
         return z, dz
 
@@ -280,8 +280,8 @@ def _build_network(model) -> NumpyForward | None:
     eye = np.eye(F.width)
     A = K - K.transpose(0, 2, 1) - F.gamma * eye          # (d + 1, w, w)
     At = A.transpose(0, 2, 1)
-    layers = []
+    stages: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # (node, mid, next node)
     for j in range(F.n_steps):
         mid_t, mid_b = 0.5 * (At[j] + At[j + 1]), 0.5 * (b[j] + b[j + 1])
-        layers.append((_aug(At[j], b[j]), _aug(mid_t, mid_b), _aug(At[j + 1], b[j + 1])))
-    return NumpyForward("neural_ode", k_in, b_in, layers, h, w_out, c_out)
+        stages.append((_aug(At[j], b[j]), _aug(mid_t, mid_b), _aug(At[j + 1], b[j + 1])))
+    return NumpyForward("neural_ode", k_in, b_in, stages, h, w_out, c_out)

@@ -43,6 +43,10 @@ class ResNet(nn.Module):
     """
 
     architecture = "resnet"
+    K_in: nn.Parameter
+    b_in: nn.Parameter
+    K: nn.Parameter
+    b: nn.Parameter
 
     def __init__(
         self,

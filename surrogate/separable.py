@@ -6,17 +6,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from surrogate.encoding import build_encoding
+from surrogate.encoding import PeriodicEncoding, build_encoding
 from surrogate.neural_ode import NeuralODE
 from surrogate.normalization import Normalizer
 from surrogate.resnet import ResNet
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"neural_ode": NeuralODE, "resnet": ResNet}
+#: a feature extractor F(y, theta): attributes ``n_in``, ``width``, ``n_steps``, ``K_in``, ...
+FeatureExtractor = NeuralODE | ResNet
+
+ARCHITECTURES: dict[str, type[FeatureExtractor]] = {"neural_ode": NeuralODE, "resnet": ResNet}
 
 
 def build_extractor(config: dict, *, generator: torch.Generator | None = None,
                     dtype: torch.dtype = torch.float64,
-                    device: torch.device | str = "cpu") -> nn.Module:
+                    device: torch.device | str = "cpu") -> FeatureExtractor:
     """Feature extractor from its ``config()`` dictionary.
 
     Parameters
@@ -41,13 +44,13 @@ class SeparableModel(nn.Module):
 
     Parameters
     ----------
-    features : nn.Module
-        Feature extractor (NeuralODE or ResNet) with attributes ``n_in``, ``width``.
+    features : NeuralODE or ResNet
+        Feature extractor with attributes ``n_in``, ``width``.
     n_out : int
         Number of targets.
     normalizer : Normalizer, optional
         Input/target normalisation (identity if omitted); acts on the encoded inputs.
-    encoding : nn.Module, optional
+    encoding : PeriodicEncoding, optional
         Input encoding applied to the raw physical y before the normaliser
         (:mod:`surrogate.encoding`; attributes ``n_in``, ``n_out`` = ``features.n_in``).
         None is the identity.
@@ -56,12 +59,17 @@ class SeparableModel(nn.Module):
     ----------
     W : Parameter, shape (n_out, width + 1)
         Linear weights; the last column is the bias.
-    encoding : nn.Module or None
+    encoding : PeriodicEncoding or None
     """
 
-    def __init__(self, features: nn.Module, n_out: int,
+    W: nn.Parameter
+    features: FeatureExtractor
+    normalizer: Normalizer
+    encoding: PeriodicEncoding | None
+
+    def __init__(self, features: FeatureExtractor, n_out: int,
                  normalizer: Normalizer | None = None,
-                 encoding: nn.Module | None = None) -> None:
+                 encoding: PeriodicEncoding | None = None) -> None:
         super().__init__()
         if encoding is not None and encoding.n_out != features.n_in:
             raise ValueError(f"the encoding gives {encoding.n_out} inputs, the features take "

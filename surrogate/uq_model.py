@@ -84,7 +84,8 @@ class SurrogateModel:
         self.output_names = list(onames) if onames else None
         self.output_coords = {k: np.asarray(v) for k, v in (outputs.get("coords") or {}).items()}
         box = parameter_box(metadata)
-        self.lower, self.upper = (box.lower, box.upper) if box is not None else (None, None)
+        self.lower: np.ndarray | None = box.lower if box is not None else None
+        self.upper: np.ndarray | None = box.upper if box is not None else None
         self._device = model.W.device
 
     # ------------------------------------------------------------------ properties
@@ -108,12 +109,13 @@ class SurrogateModel:
     # ------------------------------------------------------------------ checks
     def _check(self, y, name: str = "y") -> np.ndarray:
         arr = check_inputs(y, self.n_in, name)
-        if self.lower is not None and arr.shape[0] and (
-                (arr < self.lower).any() or (arr > self.upper).any()):
-            bad = np.argwhere((arr < self.lower) | (arr > self.upper))
+        lower, upper = self.lower, self.upper     # both set or both None
+        if lower is not None and upper is not None and arr.shape[0] and (
+                (arr < lower).any() or (arr > upper).any()):
+            bad = np.argwhere((arr < lower) | (arr > upper))
             i, k = bad[0]
             msg = (f"{name}[{i}, {k}] ({self.input_names[k]}) = {arr[i, k]:.6g} is outside the "
-                   f"training box [{self.lower[k]:.6g}, {self.upper[k]:.6g}] "
+                   f"training box [{lower[k]:.6g}, {upper[k]:.6g}] "
                    f"({len(np.unique(bad[:, 0]))} sample(s) outside); the surrogate "
                    "extrapolates there")
             if self.strict:
@@ -219,7 +221,7 @@ class SurrogateModel:
         if self._fast is not None and arr.shape[0] <= self.fast_max_batch:
             out = np.einsum("nmd,nd->nm", self._fast.value_and_jacobian(arr)[1], V)
         else:
-            _, jv = torch.func.jvp(self._phys, (self._tensor(arr),), (self._tensor(V),))
+            jv = torch.func.jvp(self._phys, (self._tensor(arr),), (self._tensor(V),))[1]
             out = jv.detach().cpu().numpy().astype(np.float64)
         return out[0] if single else out
 
@@ -241,7 +243,7 @@ class SurrogateModel:
         if self._fast is not None and arr.shape[0] <= self.fast_max_batch:
             out = np.einsum("nmd,nm->nd", self._fast.value_and_jacobian(arr)[1], Wv)
         else:
-            _, pullback = torch.func.vjp(self._phys, self._tensor(arr))
+            pullback = torch.func.vjp(self._phys, self._tensor(arr))[1]
             (g,) = pullback(self._tensor(np.ascontiguousarray(Wv)))
             out = g.detach().cpu().numpy().astype(np.float64)
         return out[0] if single else out

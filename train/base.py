@@ -14,11 +14,6 @@ from train.varpro import WorkCounter, solve_inner
 Callback = Callable[[dict, SeparableModel], str | None]   # a str stops the level (GNvpro)
 
 
-class NonFiniteTrainingError(RuntimeError):
-    """The training objective or its derivatives became NaN or inf (the run stops; nothing
-    non-finite is saved)."""
-
-
 class Optimizer:
     """Base class: trains a :class:`SeparableModel` in place within a work-unit budget.
 

@@ -26,20 +26,18 @@ from solvers.common.atomic import sha256_file, write_bytes_atomic, write_text_at
 from surrogate.artifact import load_npz_state, load_weights, state_to_npz_bytes
 from surrogate.errors import SurrogateFormatError
 from surrogate.separable import SeparableModel
+from train.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 #: keys of state.json -> JSON types
-_STATE_KEYS = {"completed_levels": int, "model": dict, "best_model": (dict, type(None)),
-               "best_row": (dict, type(None)), "history": list, "work_units": (int, float),
-               "wall_time": (int, float), "sha256": dict}
+_STATE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "completed_levels": int, "model": dict, "best_model": (dict, type(None)),
+    "best_row": (dict, type(None)), "history": list, "work_units": (int, float),
+    "wall_time": (int, float), "sha256": dict}
 RECOVER = ("pass --restart to discard the checkpoint and train from the start (or --out "
            "another folder)")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed (missing, corrupt, different run)."""
 
 
 def fingerprint(run: dict) -> str:
@@ -65,7 +63,8 @@ def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> 
     """Write ``out/checkpoint`` (atomic per file, ``state.json`` last)."""
     d = Path(out) / CHECKPOINT_DIR
     d.mkdir(parents=True, exist_ok=True)
-    digests, files = {}, {"model": None, "best": None}
+    digests: dict[str, str] = {}
+    files: dict[str, str | None] = {"model": None, "best": None}
     for role, model in (("model", ckpt.model), ("best", ckpt.best_model)):
         if model is None:
             continue

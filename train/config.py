@@ -87,8 +87,10 @@ from __future__ import annotations
 
 import copy
 import math
-import tomllib
-from pathlib import Path
+from typing import Any
+
+from solvers.common.toml import read_toml as read_toml  # the config file reader
+from solvers.errors import ConfigError
 
 AUTO = "auto"
 
@@ -114,7 +116,7 @@ DEFAULTS: dict[str, dict] = {
                   "allow_negative": True, "grid_points": 25},
 }
 
-_TYPES: dict[str, type | tuple[type, ...]] = {
+_TYPES: dict[str, type[Any]] = {
     "architecture": str, "dtype": str, "width": int, "levels": list, "fractions": list,
     "seed": int, "standardize_inputs": bool, "center_targets": bool, "r_max": int,
     "max_iter": int, "memory": int, "batch_size": int,
@@ -125,7 +127,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 _CHOICES = {"architecture": ("neural_ode", "resnet"), "dtype": ("float32", "float64"),
             "regularization": ("sgcv", "fixed")}
 
-PROBLEM_DEFAULTS = {
+PROBLEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "cdr": {"width": 8, "standardize_inputs": False, "center_targets": False, "budget": 200,
             "fractions": [0.5, 0.25, 0.25]},
     "dcr": {"width": 16, "standardize_inputs": True, "center_targets": True, "budget": 400,
@@ -177,7 +179,7 @@ def _range_text(lo, hi, lo_in: bool, hi_in: bool) -> str:
     return " and ".join(parts) or "finite"
 
 
-def check_range(where: str, section: str, key: str, value):
+def check_range(where: str, section: str, key: str, value: Any) -> Any:
     """Refuse non-finite numbers and values outside :data:`RANGES` (lists: each entry).
 
     Raises
@@ -207,24 +209,25 @@ def check_range(where: str, section: str, key: str, value):
 
 #: Problem-declared periodic inputs {column: period}: the DCR orientation angle y3 (column 2),
 #: the conductivity is pi-periodic in it (SPEC section 2)
-PERIODIC_INPUTS = {"cdr": {}, "dcr": {"2": 3.141592653589793}, "unknown": {}}
+PERIODIC_INPUTS: dict[str, dict[str, float]] = {
+    "cdr": {}, "dcr": {"2": 3.141592653589793}, "unknown": {}}
 
 #: ``--preset paper``: GNvpro table 2 exactly as published (SPEC section 4, the paper code's
 #: budgets, no initial rescaling, no encoding, fresh radius per level, fixed budgets)
-PAPER_PRESET = {"max_step_radius": 0.0, "periodic_inputs": False, "carry_radius": False,
-                "patience": 0}
+PAPER_PRESET: dict[str, Any] = {"max_step_radius": 0.0, "periodic_inputs": False,
+                                "carry_radius": False, "patience": 0}
 
 #: The default preset (best surrogate, issue 12): settings that differ from the paper's
 #: (the stable start, max_step_radius, is per problem below: on CDR 800 it measured worse
 #: test errors, on the DCR subset better ones; docs/training-quality.md)
-DEFAULT_PRESET = {"max_step_radius": 0.0, "periodic_inputs": True, "carry_radius": True,
-                  "patience": 0}
+DEFAULT_PRESET: dict[str, Any] = {"max_step_radius": 0.0, "periodic_inputs": True,
+                                  "carry_radius": True, "patience": 0}
 #: ... and its per-problem values (budgets per level for GNvpro / full GN / L-BFGSvpro):
 #: more work units on the coarse levels, where one costs 1/4 (d = 2) and 1/2 (d = 4) of the
 #: finest level's (bench/bench_quality.py, docs/training-quality.md). DCR: width 24 at 800 work
 #: units (test 0.0132 in 54 s on the 10,000-sample data) beat width 16 at 1300 (0.0177 in 79 s);
 #: CDR: width 10 (test 0.0036, median of seeds 0-4 0.0039) beat 8 (0.0040, median 0.0053), 12, 14
-DEFAULT_PRESET_PROBLEM = {
+DEFAULT_PRESET_PROBLEM: dict[str, dict[str, Any]] = {
     "cdr": {"width": 10, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
     "dcr": {"width": 24, "budgets": [400.0, 250.0, 150.0], "max_step_radius": 2.0},
     "unknown": {"width": 8, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
@@ -232,33 +235,7 @@ DEFAULT_PRESET_PROBLEM = {
 PRESETS = ("default", "paper")
 
 
-class ConfigError(ValueError):
-    """Invalid training configuration (unknown key, wrong type or value)."""
-
-
-def read_toml(path: str | Path) -> dict:
-    """Parse a TOML file, with errors as :class:`ConfigError`."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a TOML config file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: "
-                          f"{exc.object[exc.start:exc.start + 1]!r}); TOML files are UTF-8"
-                          ) from None
-    except RecursionError:
-        raise ConfigError(f"{path}: invalid TOML (nested too deeply)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-
-
-def _check_value(where: str, section: str, key: str, value):
+def _check_value(where: str, section: str, key: str, value: Any) -> Any:
     expected = _TYPES.get(key, float)
     if value == AUTO:
         raise ConfigError(f"{where}: write the value instead of {AUTO!r} or leave the key out")

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from solvers.common.atomic import write_bytes_atomic, write_text_atomic
 
@@ -24,35 +23,6 @@ objective (normalised units, regularisation included), ``val_loss`` the data ter
 ||c_pred - c|| / ||c - c_shift|| over the samples. Empty cells: not applicable."""
 
 _INT_COLUMNS = {"level", "n_steps", "iteration", "krylov_rank", "rejected"}
-
-
-def relative_errors(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
-                    shift: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
-    """Per-sample relative errors ||pred_i - c_i|| / ||c_i - shift|| (SPEC section 4).
-
-    Parameters
-    ----------
-    pred, target : array, shape (n, m)
-    shift : array, shape (m,), optional
-        Target centre (the training mean for DCR, SPEC section 2); zero if omitted.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n,)
-    """
-    pred = torch.as_tensor(pred, dtype=torch.float64)
-    target = torch.as_tensor(target, dtype=torch.float64, device=pred.device)
-    ref = target if shift is None else target - torch.as_tensor(
-        shift, dtype=torch.float64, device=pred.device)
-    diff = pred - target
-    # both norms divided by the same per-sample scale, so that values near the float64 limit
-    # (targets of magnitude 1e300) do not overflow
-    scale = torch.maximum(diff.abs().amax(dim=1), ref.abs().amax(dim=1)) if diff.shape[1] \
-        else torch.ones(diff.shape[0], dtype=diff.dtype, device=diff.device)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
-    err = torch.linalg.vector_norm(diff / scale, dim=1) / torch.linalg.vector_norm(
-        ref / scale, dim=1)
-    return err.cpu().numpy()
 
 
 class History:

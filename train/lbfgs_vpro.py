@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ class _OutOfBudget(Exception):
     """Raised by the line-search evaluation when the work-unit budget is spent."""
 
 
-Point = tuple[float, float, object]   # (phi, phi', payload)
+Point = tuple[float, float, Any]   # (phi, phi', payload)
 
 
 def _cubic_min(a: float, fa: float, da: float, b: float, fb: float, db: float) -> float:
@@ -44,7 +45,7 @@ def _cubic_min(a: float, fa: float, da: float, b: float, fb: float, db: float) -
 
 def wolfe_line_search(phi: Callable[[float], Point], f0: float, d0: float, alpha: float,
                       c1: float = 1e-4, c2: float = 0.9, max_evals: int = 25
-                      ) -> tuple[float, object] | None:
+                      ) -> tuple[float, Any] | None:
     """Step length satisfying the strong Wolfe conditions (NW Algorithms 3.5 and 3.6).
 
     Parameters
@@ -61,7 +62,7 @@ def wolfe_line_search(phi: Callable[[float], Point], f0: float, d0: float, alpha
     (alpha, payload) of a strong Wolfe point; failing that (``max_evals`` evaluations or the
     budget spent), of the best point with sufficient decrease seen, or None.
     """
-    best: tuple[float, float, object] | None = None   # (f, alpha, payload) with Armijo
+    best: tuple[float, float, Any] | None = None   # (f, alpha, payload) with Armijo
 
     def evaluate(a: float) -> Point:
         nonlocal best

@@ -9,13 +9,15 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
+from surrogate.metrics import relative_errors
 from surrogate.separable import SeparableModel
-from train.base import NonFiniteTrainingError, Optimizer
-from train.history import History, relative_errors
+from train.base import Optimizer
+from train.errors import NonFiniteTrainingError
+from train.history import History
 from train.varpro import WorkCounter
 
 
@@ -91,14 +93,14 @@ class Monitor:
 
     @torch.no_grad()
     def __call__(self, record: dict, model: SeparableModel) -> str | None:
-        row = {"method": self.method, "level": self.level, "n_steps": self.n_steps,
+        row: dict[str, Any] = {"method": self.method, "level": self.level, "n_steps": self.n_steps,
                "work_units": self.counter.units, "wall_time": self.wall_time()}
         row.update(record)
         if not math.isfinite(row["loss"]):
             self._non_finite(row)
         Y = self.Y.to(dtype=model.W.dtype, device=model.W.device)
         row["train_rel_err"] = float(relative_errors(model(Y), self.C).mean())
-        score = row["train_rel_err"]
+        score: float = row["train_rel_err"]
         if self.validation is not None:
             Yv, Cv = self.validation
             pred = model(Yv.to(dtype=model.W.dtype, device=model.W.device)).to(torch.float64)

@@ -20,8 +20,6 @@ folders created by the failed run are removed.
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import shutil
 import tempfile
@@ -29,17 +27,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from surrogate.metadata import METADATA_FILE, WEIGHTS_FILE
+from surrogate.errors import SurrogateFormatError
+from surrogate.metadata import (
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    read_metadata,
+    training,
+    training_data_record,
+)
 from train.checkpoint import CHECKPOINT_DIR, has_checkpoint
+from train.errors import OutputFolderError
 
 OUTPUT_FILES = (WEIGHTS_FILE, METADATA_FILE, "history.csv", "convergence.png", "summary.json",
                 "summary.txt")
 STAGING_PREFIX = ".staging-"
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class OutputFolderError(ValueError):
-    """The output folder holds another run's model or checkpoint (or is not a folder)."""
 
 
 def model_run_id(out: Path) -> str | None:
@@ -48,19 +49,19 @@ def model_run_id(out: Path) -> str | None:
     if not any((out / name).exists() for name in OUTPUT_FILES):
         return None
     try:
-        meta = json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))
-        run_id = meta["training"]["run_id"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        run_id = training(read_metadata(out)).get("run_id")
+    except SurrogateFormatError:
         return ""
     return run_id if isinstance(run_id, str) else ""
 
 
 def _describe_model(out: Path) -> str:
     try:
-        t = json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))["training"]
-        return (f"a {t['method']} model trained on {t['data']['path']} "
+        meta = read_metadata(out)
+        t, data = training(meta), training_data_record(meta)
+        return (f"a {t['method']} model trained on {data['path']} "
                 f"(created {t.get('created', '?')})")
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+    except (SurrogateFormatError, KeyError):
         names = [n for n in OUTPUT_FILES if (out / n).exists()]
         return f"output files of another or an older run ({', '.join(names)})"
 
@@ -152,14 +153,3 @@ def staged(out: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
-
-def os_error_message(exc: OSError) -> str:
-    """One-line description of a failed file operation, with what to do when the disk is
-    full."""
-    where = f"{exc.filename}: " if exc.filename else ""
-    text = f"cannot write {where}{exc.strerror or exc}"
-    if exc.errno in DISK_FULL:
-        text += ("; the files already in the output folder are unchanged and the temporary "
-                 "files were removed: free some space and run the same command again (add "
-                 "--resume to continue from the last checkpoint, if one was kept)")
-    return text

@@ -23,11 +23,9 @@ import os
 
 import torch
 
+from train.errors import MemoryEstimateError
+
 GIB = 1024**3
-
-
-class MemoryEstimateError(ValueError):
-    """Settings whose estimated memory exceeds what the device has free."""
 
 
 def parameter_count(architecture: str, n_in: int, width: int, n_steps: int) -> int:

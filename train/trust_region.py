@@ -13,25 +13,29 @@ subproblem with the smaller radius and the same Krylov basis.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from scipy.optimize import brentq
 
-from train.base import NonFiniteTrainingError
+from train.errors import NonFiniteTrainingError
+from train.varpro import WorkCounter
 
 
 class GNProblem(Protocol):
     """What the trust-region method needs from a (reduced or full) least-squares problem."""
 
-    counter: object
-    size: int
+    @property
+    def counter(self) -> WorkCounter: ...
+    @property
+    def size(self) -> int: ...
 
-    def evaluate(self, x: torch.Tensor): ...
+    def evaluate(self, x: torch.Tensor) -> Any: ...
     def gradient(self, state) -> torch.Tensor: ...
     def gn_hvp(self, state, v: torch.Tensor) -> torch.Tensor: ...
 
@@ -166,7 +170,7 @@ class TRResult:
     """Outcome of :func:`minimize_trust_region`."""
 
     x: torch.Tensor
-    state: object
+    state: Any
     n_iter: int
     stop_reason: str
     radius: float | None = None      # trust-region radius at the end (None: no step tried)
@@ -228,7 +232,7 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
         if r_allowed < 1:
             reason = "budget"
             break
-        basis = arnoldi(lambda v, s=state: problem.gn_hvp(s, v), -g, r_allowed,
+        basis = arnoldi(functools.partial(problem.gn_hvp, state), -g, r_allowed,
                         settings.krylov_tol)
         sub = ProjectedSubproblem(basis)
         if radius is None:                       # initial radius: the first full GN step

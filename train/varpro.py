@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from surrogate.separable import augment
+from surrogate.separable import SeparableModel, augment
 
 
 class WorkCounter:
@@ -115,7 +115,7 @@ class Linearization:
 
     def jvp(self, v: torch.Tensor) -> torch.Tensor:
         """J v for v of shape (N_theta,); returns shape (n, width)."""
-        if self._JTu is None:
+        if self._u is None or self._JTu is None:     # set together, on the first call
             with torch.enable_grad():
                 self._u = torch.zeros_like(self.Z, requires_grad=True)
                 (self._JTu,) = torch.autograd.grad(self.Z, self.theta, self._u,
@@ -225,7 +225,7 @@ class VarProProblem:
         """Number of unknowns N_theta."""
         return self.flat.size
 
-    def store(self, model: nn.Module, state: VarProState) -> None:
+    def store(self, model: SeparableModel, state: VarProState) -> None:
         """Write theta and the optimal W(theta) of ``state`` into ``model`` (its ``features``
         are this problem's feature extractor; ``model.W`` has shape (m, p))."""
         self.flat.set(state.theta)

@@ -94,7 +94,7 @@ def remove_folders(folders: list[Path]) -> None:
             break
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None],
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object],
                  what: str = "output") -> Path:
     """Write a file through ``write(binary_file)`` atomically; returns the target written.
 

@@ -280,7 +280,8 @@ def test_jit_seed_cache_spares_compilation(tmp_path, monkeypatch):
     import numpy as np
     from mpi4py import MPI
 
-    from solvers.cdr import CDRSolver, _jit_options
+    from solvers.cdr import CDRSolver
+    from solvers.cdr_jit import jit_options as _jit_options
 
     seed, user = tmp_path / "seed", tmp_path / "home-cache"
     monkeypatch.setenv("VARPRO_JIT_MARCH", "x86-64-v2")

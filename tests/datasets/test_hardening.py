@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from scipy.io import savemat
 
 from datasets import open_dataset
-from datasets.cli import sample_count
 from datasets.config import resolve_overrides
 from datasets.errors import ConfigError, DatasetFileError
 from datasets.generate import GenerationOptions, check_sizes
 from datasets.storage import DatasetState, read_state, remove_stale_temporaries, write_atomic
+from solvers.common.cli import whole_number as sample_count
 from solvers.dcr import DCRSolver
 from tests.datasets.cli_helpers import COARSE, clean_env, command, run_cli
 

@@ -43,7 +43,7 @@ def test_example_runs_end_to_end_on_the_tiny_configuration(tmp_path, capsys):
     assert da["da_corrected"]["pde_solves"] <= da["plain"]["pde_solves"]
     # the Laplace covariance is the Gauss-Newton one at the reported MAP
     import surrogate
-    from surrogate.posterior import GaussianPosterior
+    from surrogate.serving import GaussianPosterior
 
     m = surrogate.load(out / "model")
     post = GaussianPosterior(m, np.zeros(882), r["sigma"], m.lower, m.upper)
@@ -55,7 +55,7 @@ def test_metropolis_and_delayed_acceptance_sample_a_known_gaussian():
     """With a linear model both samplers must reproduce the exact Gaussian posterior; DA with
     a perturbed coarse model still targets the fine posterior (the second stage corrects)."""
     example = load_example()
-    from surrogate.posterior import GaussianPosterior
+    from surrogate.serving import GaussianPosterior
 
     class Linear:
         n_in, n_out = 2, 3

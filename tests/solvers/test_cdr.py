@@ -1,6 +1,8 @@
 """Tests of the CDR finite-element solver (SPEC 1): convergence, conservation, reaction
 functions, robustness, parallel consistency and input validation."""
 
+import dataclasses
+import json
 import math
 
 import dolfinx_solver  # noqa: F401
@@ -10,15 +12,16 @@ import ufl
 from dolfinx import fem
 from mpi4py import MPI
 
-from solvers.base import SolveError, SolverSettingsError
-from solvers.cdr import (
-    CDRSolver,
+from solvers.cdr import DEFAULTS, CDRSolver
+from solvers.cdr_reaction import (
     ReactionTable,
     default_parameters,
     reaction_functions,
     reaction_levels,
     reaction_sum,
 )
+from solvers.cdr_settings import CDRSettings
+from solvers.errors import SolveError, SolverSettingsError
 
 D = 0.5
 VELOCITY = (4.5, 0.8, 5.5)
@@ -218,9 +221,47 @@ def test_bad_parameters_are_rejected(small_solver, y, match):
     ({"mesh_size": 3}, "unknown CDR setting"),
     ({"linear_solver": "cg"}, "linear_solver must be"),
 ])
-def test_bad_settings_are_rejected(settings, match):
+@pytest.mark.parametrize("build", [CDRSettings.from_dict,
+                                   lambda s: CDRSolver(MPI.COMM_SELF, **s)],
+                         ids=["settings", "solver"])
+def test_bad_settings_are_rejected(settings, match, build):
     with pytest.raises(SolverSettingsError, match=match):
-        CDRSolver(MPI.COMM_SELF, **settings)
+        build(settings)
+
+
+def test_settings_dataclass_defaults_and_normalisation():
+    """CDRSettings holds the SPEC 1 defaults (DEFAULTS is derived from it), normalises
+    values to plain types, is frozen and round-trips through JSON."""
+    spec = CDRSettings()
+    assert list(DEFAULTS) == [f.name for f in dataclasses.fields(CDRSettings)]
+    assert {k: getattr(spec, k) for k in ("n_cells", "dt", "final_time", "n_levels")} == \
+        {"n_cells": 150, "dt": 0.01, "final_time": 0.5, "n_levels": 11}
+    assert (spec.n_steps, spec.n_parameters, spec.n_observables) == (50, 55, 72)
+    assert spec.parameter_names[:2] == ("r_1_2", "r_1_3") and len(spec.levels) == 55
+    assert spec.output_steps.tolist() == list(range(39, 51))
+    s = CDRSettings(n_cells=12.0, velocity=[1, 2, 3], points=[[0.5, 0.25]], predictor=1,
+                    output_times=[0.5], reaction_table_range=[-1, 5])
+    assert type(s.n_cells) is int and s.velocity == (1.0, 2.0, 3.0)
+    assert s.points == ((0.5, 0.25),) and s.output_times == (0.5,)
+    assert s.predictor is True and s.reaction_table_range == (-1.0, 5.0)
+    assert CDRSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.n_cells = 3  # type: ignore[misc]
+    with pytest.raises(SolverSettingsError, match="needs about .* of memory"):
+        CDRSettings(n_cells=10**6).check_memory()
+
+
+def test_solver_takes_a_settings_object():
+    config = CDRSettings(n_cells=4, dt=0.25, output_times=[0.5])
+    solver = CDRSolver(MPI.COMM_SELF, config=config)
+    assert solver.config is config
+    assert solver.settings() == config.to_dict() == \
+        CDRSolver(MPI.COMM_SELF, n_cells=4, dt=0.25, output_times=[0.5]).settings()
+    assert solver.points.shape == (6, 2) and solver.output_times.tolist() == [0.5]
+    with pytest.raises(SolverSettingsError, match="either config or setting keywords"):
+        CDRSolver(MPI.COMM_SELF, config=config, n_cells=5)
+    with pytest.raises(SolverSettingsError, match="config must be a CDRSettings"):
+        CDRSolver(MPI.COMM_SELF, config={"n_cells": 4})
 
 
 @pytest.mark.mpi

@@ -1,6 +1,7 @@
 """Tests of the DC-resistivity solver (SPEC section 2): operator, convergence, symmetries,
 MPI consistency, input checks."""
 
+import dataclasses
 import json
 import math
 
@@ -11,8 +12,10 @@ import scipy.sparse as sp
 from mpi4py import MPI
 from scipy.interpolate import RegularGridInterpolator
 
-from solvers.base import SolveError, SolverSettingsError
-from solvers.dcr import DCRSolver, plot_solution
+from solvers.dcr import DEFAULTS, DCRSolver
+from solvers.dcr_plot import plot_solution
+from solvers.dcr_settings import DCRSettings
+from solvers.errors import SolveError, SolverSettingsError
 
 COARSE = (24, 24, 12)
 Y = np.array([0.45, 0.25, 0.6])
@@ -229,10 +232,46 @@ def test_extrapolation_flag():
     (dict(size_range=(0.0, 0.3)), r"size_range must be > 0"),
     (dict(depth_range=(0.7, 0.3)), r"depth_range must be finite with low < high"),
     (dict(preconditioner="lu"), r"preconditioner must be one of"),
+    (dict(mesh=3), r"unknown DCR setting\(s\) \['mesh'\]"),
 ])
-def test_bad_settings(settings, match):
+@pytest.mark.parametrize("build", [DCRSettings.from_dict, lambda s: DCRSolver(**s)],
+                         ids=["settings", "solver"])
+def test_bad_settings(settings, match, build):
     with pytest.raises(SolverSettingsError, match=match):
-        DCRSolver(**settings)
+        build(settings)
+
+
+def test_settings_dataclass_defaults_and_geometry():
+    """DCRSettings holds the SPEC 2 defaults (DEFAULTS is derived from it), normalises values,
+    derives the mesh sizes and electrode nodes, is frozen and round-trips through JSON."""
+    spec = DCRSettings()
+    assert list(DEFAULTS) == [f.name for f in dataclasses.fields(DCRSettings)]
+    assert spec.n_cells == (48, 48, 24) and spec.h == (2 / 48, 2 / 48, 1 / 24)
+    assert spec.n_nodes_axis == (49, 49, 25) and spec.n_nodes == 49 * 49 * 25
+    assert spec.n_observables == 882
+    # +1 at node (24, 44, 24), -1 at node (24, 4, 24), x1 fastest
+    assert spec.electrode_nodes == ((24 + 49 * (44 + 49 * 24), 1.0),
+                                    (24 + 49 * (4 + 49 * 24), -1.0))
+    s = DCRSettings(n_cells=[24, 24.0, 12], depth_range=[0.2, 0.8], allow_extrapolation=1)
+    assert s.n_cells == (24, 24, 12) and all(type(n) is int for n in s.n_cells)
+    assert s.depth_range == (0.2, 0.8) and s.allow_extrapolation is True
+    assert DCRSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.rtol = 1e-3  # type: ignore[misc]
+    with pytest.raises(SolverSettingsError, match="unknown DCR setting"):
+        DCRSettings.from_dict({"mesh": 3})
+    with pytest.raises(SolverSettingsError, match="needs about .* of memory"):
+        DCRSettings(n_cells=(1000, 1000, 1000), source_plus=(1.0, 1.5, 1.0),
+                    source_minus=(1.0, 0.5, 1.0)).check_memory()
+
+
+def test_solver_takes_a_settings_object(coarse):
+    config = DCRSettings(n_cells=COARSE)
+    solver = DCRSolver(MPI.COMM_SELF, config=config)
+    assert solver.config is config and solver.settings() == coarse.settings()
+    np.testing.assert_array_equal(solver.solve(Y), coarse.solve(Y))
+    with pytest.raises(SolverSettingsError, match="either config or setting keywords"):
+        DCRSolver(config=config, rtol=1e-8)
 
 
 def test_unconverged_solve_raises():

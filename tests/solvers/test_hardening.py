@@ -21,12 +21,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
-from solvers.base import SolveError, SolverSettingsError, load_settings_file, parse_assignment
+import solvers.base
+import solvers.errors
 from solvers.cdr import DEFAULTS as CDR_DEFAULTS
 from solvers.cdr import CDRSolver
-from solvers.cli import CLIError, main, read_parameters
+from solvers.cdr_settings import CDRSettings
+from solvers.cli import main, read_parameters
 from solvers.common.mpi_network import configure_mpi_network, single_node
+from solvers.common.toml import parse_assignment, read_toml
 from solvers.dcr import DCRSolver
+from solvers.dcr_settings import DCRSettings
+from solvers.errors import ConfigError, SolveError, SolverSettingsError, UsageError
 
 BIN = Path(sys.executable).parent
 DCR_COARSE = ["--set", "n_cells=[12, 12, 6]"]
@@ -134,15 +139,15 @@ def test_parameter_file_problems_are_named(tmp_path):
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(CLIError, match=message):
+        with pytest.raises(UsageError, match=message):
             read_parameters(str(tmp_path / name))
     np.save(tmp_path / "complex.npy", np.array([0.5 + 1j, 0.2, 1.0]))
-    with pytest.raises(CLIError, match="complex values"):
+    with pytest.raises(UsageError, match="complex values"):
         read_parameters(str(tmp_path / "complex.npy"))
     np.save(tmp_path / "none.npy", np.zeros(0))
-    with pytest.raises(CLIError, match="holds no numbers"):
+    with pytest.raises(UsageError, match="holds no numbers"):
         read_parameters(str(tmp_path / "none.npy"))
-    with pytest.raises(CLIError, match="is a folder"):
+    with pytest.raises(UsageError, match="is a folder"):
         read_parameters(str(tmp_path))
 
 
@@ -155,7 +160,7 @@ def test_property_parameter_reader(tmp_path, content, suffix):
     path.write_bytes(content)
     try:
         y = read_parameters(str(path))
-    except CLIError:
+    except UsageError:
         return
     assert y.dtype == np.float64 and y.ndim == 1 and y.size >= 1
 
@@ -168,7 +173,7 @@ def test_parameter_reader_npy_dtypes(tmp_path):
         np.save(tmp_path / "a.npy", arr)
         try:
             y = read_parameters(str(tmp_path / "a.npy"))
-        except CLIError:
+        except UsageError:
             assert arr.dtype.kind not in "iuf" or arr.ndim != 1
         else:
             np.testing.assert_array_equal(y, arr.astype(np.float64))
@@ -178,10 +183,10 @@ def test_parameter_reader_npy_dtypes(tmp_path):
 @given(st.text(max_size=60))
 @settings(max_examples=300, deadline=None, derandomize=True)
 def test_property_set_parser(text):
-    """Arbitrary --set text gives (key, TOML value) or SolverSettingsError."""
+    """Arbitrary --set text gives (key, TOML value) or ConfigError."""
     try:
         key, value = parse_assignment(text)
-    except SolverSettingsError:
+    except ConfigError:
         return
     assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and text.strip().startswith(key)
 
@@ -217,12 +222,12 @@ def test_property_set_parser_round_trip(values):
 @settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_property_settings_file(tmp_path, content):
-    """Arbitrary bytes as a --config file give a dict or SolverSettingsError."""
+    """Arbitrary bytes as a --config file give a dict or ConfigError."""
     path = tmp_path / "c.toml"
     path.write_bytes(content)
     try:
-        assert isinstance(load_settings_file(path), dict)
-    except SolverSettingsError:
+        assert isinstance(read_toml(path), dict)
+    except ConfigError:
         pass
 
 
@@ -251,14 +256,14 @@ SETTING_VALUES = st.one_of(
 @settings(max_examples=300, deadline=None, derandomize=True)
 def test_property_cdr_settings_validation(key, value):
     """Any value of any CDR setting is stored or refused with SolverSettingsError (the
-    validation step of the constructor, without building the mesh)."""
-    solver = CDRSolver.__new__(CDRSolver)
-    solver.comm, solver._custom_source = MPI.COMM_SELF, False
+    settings dataclass the constructor validates with, without building the mesh)."""
     try:
-        solver._validate_and_store({**CDR_DEFAULTS, key: value})
+        config = CDRSettings.from_dict({**CDR_DEFAULTS, key: value})
+        config.check_memory(n_ranks=1)
     except SolverSettingsError:
         return
-    assert solver.n_parameters == len(solver.levels) >= 1
+    assert config.n_parameters == len(config.levels) >= 1
+    assert CDRSettings.from_dict(config.to_dict()) == config   # normalised values are stable
 
 
 @given(st.sampled_from(["n_cells", "domain", "body_center", "contrast", "anisotropy",
@@ -272,10 +277,25 @@ def test_property_dcr_settings(key, value):
             "source_minus": (1.0, 0.5, 1.0), "receiver_start": 0.5, "receiver_spacing": 0.5,
             "n_receivers": 3, "difference_step": 0.25}
     try:
-        solver = DCRSolver(MPI.COMM_SELF, **{**base, key: value})
+        config = DCRSettings.from_dict({**base, key: value})
     except SolverSettingsError:
+        with pytest.raises(SolverSettingsError):   # the solver refuses the same values
+            DCRSolver(MPI.COMM_SELF, **{**base, key: value})
         return
-    assert solver.n_observables == 2 * solver.n_receivers ** 2
+    assert DCRSettings.from_dict(config.to_dict()) == config   # normalised values are stable
+    solver = DCRSolver(MPI.COMM_SELF, **{**base, key: value})
+    assert solver.n_observables == 2 * solver.n_receivers ** 2 == config.n_observables
+
+
+def test_solver_exceptions_live_in_solvers_errors():
+    """SolveError and SolverSettingsError come from solvers.errors (still importable from
+    solvers.base) and keep their builtin bases, so ``except ValueError`` keeps working."""
+    assert solvers.base.SolveError is SolveError is solvers.errors.SolveError
+    assert solvers.base.SolverSettingsError is SolverSettingsError
+    assert issubclass(SolverSettingsError, ValueError)
+    assert issubclass(SolveError, RuntimeError)
+    with pytest.raises(ValueError, match="unknown CDR setting"):
+        CDRSettings.from_dict({"mesh_size": 3})
 
 
 # ---------------------------------------------------------------------- output files

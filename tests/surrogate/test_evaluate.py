@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,8 @@ TINY_TRAINING = "[model]\nlevels = [2]\n[gnvpro]\nwork_units_per_level = 5\n"
 
 @pytest.fixture(autouse=True)
 def _keep_signal_handlers():
-    """evaluate_cli.main installs SIGTERM/SIGINT handlers (as generate-dataset does)."""
+    """surrogate.evaluation.cli.main installs SIGTERM/SIGINT handlers (as generate-dataset
+    does)."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     yield
     for s, handler in saved.items():
@@ -52,7 +54,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     """Training data (24 samples, seed 3), a model trained on it, and a reference report
     (20 fresh samples, seed 5) from an uninterrupted 1-rank run."""
     from datasets.generate import GenerationOptions, generate
-    from surrogate.evaluate import EvaluationRequest, evaluate
+    from surrogate.evaluation import EvaluationRequest, evaluate
 
     tmp = tmp_path_factory.mktemp("evaluate")
     data = tmp / "train.h5"
@@ -100,8 +102,10 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def _cli(args: list, n_ranks: int = 1) -> list[str]:
-    return [str(BIN / "mpiexec"), "-n", str(n_ranks), str(BIN / "evaluate-surrogate"),
-            *map(str, args)]
+    """The command under mpiexec (run as ``python -m``: the console script's target is checked
+    by :func:`test_entry_point_is_the_evaluation_cli`)."""
+    return [str(BIN / "mpiexec"), "-n", str(n_ranks), sys.executable, "-m",
+            "surrogate.evaluation.cli", *map(str, args)]
 
 
 def _env() -> dict[str, str]:
@@ -123,6 +127,7 @@ def _wait_for_lock_release(path: Path) -> None:
     raise AssertionError("the killed job's lock is still held")
 
 
+@pytest.mark.filterwarnings("ignore::surrogate.OutOfBoxWarning")  # fresh y may leave it
 def test_reported_errors_equal_direct_computation(setup) -> None:
     """Fresh, per-observable, split and box numbers of the report against numpy."""
     from datasets import open_dataset
@@ -134,7 +139,7 @@ def test_reported_errors_equal_direct_computation(setup) -> None:
     sur = load(setup["model"])
     y, c = fresh["y"].values, fresh["c"].values
     pred = sur.predict(y)
-    assert not sur.model.normalizer.center_targets  # CDR: c_shift = 0
+    assert not sur.torch_model.normalizer.center_targets  # CDR: c_shift = 0
     err = np.sqrt(((pred - c) ** 2).sum(axis=1)) / np.sqrt((c ** 2).sum(axis=1))
     assert report["n_fresh"] == N_FRESH and report["n_failed"] == 0
     np.testing.assert_allclose(report["per_sample"]["error"], err, rtol=1e-12)
@@ -158,10 +163,12 @@ def test_reported_errors_equal_direct_computation(setup) -> None:
         assert report["splits"][split]["n"] == yt.shape[0]
         assert report["splits"][split]["mean"] == pytest.approx(e.mean(), rel=1e-12)
         assert report["splits"][split]["std"] == pytest.approx(e.std(), rel=1e-12)
-    # training box (training split min/max: this model's metadata has no "inputs")
+    # training box: the one train-surrogate records in the metadata (the training split's
+    # min/max)
     ytrain = train.isel(sample=np.flatnonzero(train["split"].values == "train"))["y"].values
     lo, hi = ytrain.min(axis=0), ytrain.max(axis=0)
     box = report["outside_training_box"]
+    assert box["box_source"] == "model metadata"
     assert box["n_samples_outside"] == int(((y < lo) | (y > hi)).any(axis=1).sum())
     assert box["per_parameter"]["r_1_3"]["n_below"] == int((y[:, 1] < lo[1]).sum())
     assert box["per_parameter"]["r_1_3"]["n_above"] == int((y[:, 1] > hi[1]).sum())
@@ -176,7 +183,7 @@ def test_reported_errors_equal_direct_computation(setup) -> None:
 
 
 def test_training_seed_refused_and_nothing_written(setup, capsys) -> None:
-    from surrogate.evaluate_cli import main
+    from surrogate.evaluation.cli import main
 
     out = setup["tmp"] / "seed_refused"
     rc = main([str(setup["model"]), "--samples", "4", "--seed", str(TRAIN_SEED), "--out",
@@ -191,8 +198,8 @@ def test_overlap_with_training_parameters_refused(setup, capsys) -> None:
     """A dataset that shares samples with the training data (here: a copy holding one training
     sample) is refused; so is a seed whose draws would repeat training parameters."""
     from datasets.storage import read_state, write_atomic
-    from surrogate.evaluate import overlap
-    from surrogate.evaluate_cli import main
+    from surrogate.evaluation.cli import main
+    from surrogate.evaluation.plan import overlap
 
     mixed = setup["tmp"] / "mixed.h5"
     state = read_state(setup["ref"] / "fresh.h5")
@@ -235,7 +242,7 @@ def test_killed_run_resumes_to_same_report(setup, capsys) -> None:
         n_done = int(np.count_nonzero(f["status"][()] != 0))
     assert 0 < n_done < N_FRESH
     _wait_for_lock_release(fresh)
-    from surrogate.evaluate_cli import main  # the same command again, in this process
+    from surrogate.evaluation.cli import main  # the same command again, in this process
 
     assert main(list(map(str, args))) == 0
     with h5py.File(fresh, "r") as f:
@@ -259,7 +266,7 @@ def test_two_ranks_give_the_same_numbers(setup) -> None:
 
 
 def test_data_mode_on_existing_file(setup) -> None:
-    from surrogate.evaluate import EvaluationRequest, evaluate
+    from surrogate.evaluation import EvaluationRequest, evaluate
 
     out = setup["tmp"] / "data_mode"
     report = evaluate(EvaluationRequest(model_dir=setup["model"], out=out,
@@ -271,7 +278,7 @@ def test_data_mode_on_existing_file(setup) -> None:
 def test_model_without_solver_provenance(setup, capsys) -> None:
     """Trained on a .npz export: a clear error, unless --data or --problem/--set is given."""
     from datasets import open_dataset
-    from surrogate.evaluate_cli import main
+    from surrogate.evaluation.cli import main
 
     tmp = setup["tmp"]
     ds = open_dataset(setup["data"])
@@ -302,17 +309,33 @@ def test_model_without_solver_provenance(setup, capsys) -> None:
 
 
 def test_import_surrogate_stays_free_of_mpi_and_dolfinx() -> None:
-    code = ("import sys, surrogate, surrogate.evaluate, surrogate.evaluate_cli, "
-            "surrogate.evaluation_plots\n"
-            "bad = [m for m in ('mpi4py', 'dolfinx', 'petsc4py', 'solvers', 'datasets') "
-            "if m in sys.modules]\nassert not bad, bad")
+    """Importing the evaluation package (and its CLI module) loads no MPI, PETSc, dolfinx,
+    solver module or datasets; ``solvers`` itself (its light common runtime) is allowed."""
+    code = ("import sys, surrogate, surrogate.evaluation, surrogate.evaluation.cli, "
+            "surrogate.evaluation.plan, surrogate.evaluation.report, "
+            "surrogate.evaluation.plots\n"
+            "bad = [m for m in ('mpi4py', 'dolfinx', 'petsc4py', 'solvers.cdr', 'solvers.dcr', "
+            "'datasets', 'train') if m in sys.modules]\nassert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 
+def test_entry_point_is_the_evaluation_cli() -> None:
+    """pyproject's evaluate-surrogate script runs surrogate.evaluation.cli.main."""
+    import importlib
+    import tomllib
+
+    from surrogate.evaluation.cli import main
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    target = tomllib.loads(pyproject.read_text())["project"]["scripts"]["evaluate-surrogate"]
+    module, name = target.split(":")
+    assert getattr(importlib.import_module(module), name) is main
+
+
 def test_bad_options_are_clear_errors(setup, capsys) -> None:
-    from surrogate.evaluate_cli import main
+    from surrogate.evaluation.cli import main
 
     model, out = str(setup["model"]), str(setup["tmp"] / "bad")
     cases = [([model, "--out", out, "--set", "n_cells=12", "--seed", "5"], "--set needs --problem"),
@@ -322,7 +345,9 @@ def test_bad_options_are_clear_errors(setup, capsys) -> None:
               "--data evaluates an existing file"),
              ([model, "--out", out], "--seed is required"),
              ([model, "--out", out, "--seed", "5", "--samples", "0"], "--samples must be >= 1"),
-             ([str(setup["tmp"]), "--out", out, "--seed", "5"], "not a surrogate model directory")]
+             ([str(setup["tmp"]), "--out", out, "--seed", "5"], "not a surrogate model directory"),
+             ([model, "--out", out, "--data", str(setup["ref"] / "fresh.h5"), "--device", "meta"],
+              "--device 'meta': expected cpu, cuda or cuda:N")]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -331,22 +356,57 @@ def test_bad_options_are_clear_errors(setup, capsys) -> None:
 
 
 def test_training_box_from_metadata_inputs() -> None:
-    """The box of contracts item 1 (metadata "inputs") is preferred to the training data's."""
-    from surrogate.evaluate import _box
+    """The box of contracts item 1 (metadata "inputs": top level as train-surrogate writes it,
+    or under "training" in older files) is preferred to the training data's."""
+    from surrogate.metadata import parameter_box
 
-    meta = {"training": {"inputs": {"names": ["a", "b"], "lower": [0.0, 1.0],
-                                    "upper": [2.0, 3.0], "box": "training split min/max"}}}
-    box = _box(meta, None)
-    assert box["lower"].tolist() == [0.0, 1.0] and box["upper"].tolist() == [2.0, 3.0]
-    assert _box({"training": {}}, None) is None
+    inputs = {"names": ["a", "b"], "lower": [0.0, 1.0], "upper": [2.0, 3.0],
+              "box": "training split min/max"}
+    for meta in ({"inputs": inputs, "training": {}}, {"training": {"inputs": inputs}}):
+        box = parameter_box(meta)
+        assert box is not None and box.source == "model metadata"
+        assert box.lower.tolist() == [0.0, 1.0] and box.upper.tolist() == [2.0, 3.0]
+    assert parameter_box({"training": {}}) is None
 
 
+def test_box_from_metadata_after_training_file_moved(setup) -> None:
+    """The training box train-surrogate records (top-level "inputs") is reported even when the
+    training file has moved away (evaluate-surrogate used to look for it under "training",
+    recompute it from the training file and, with the file gone, report no box)."""
+    from datasets import open_dataset
+    from surrogate.evaluation.cli import main
+
+    tmp = setup["tmp"]
+    data = tmp / "moving.h5"
+    shutil.copyfile(setup["data"], data)
+    model = _train(data, tmp / "moving_model", tmp)
+    train = open_dataset(data)
+    ytrain = train.isel(sample=np.flatnonzero(train["split"].values == "train"))["y"].values
+    names = [str(n) for n in train["parameter"].values]
+    train.close()
+    data.rename(tmp / "moved_away.h5")
+
+    out = tmp / "moved_box"
+    assert main([str(model), "--data", str(setup["ref"] / "fresh.h5"), "--out", str(out),
+                 "--no-progress"]) == 0
+    report = _report(out)
+    assert report["splits"] == {}                      # the training file is gone ...
+    box = report["outside_training_box"]               # ... but not its box
+    assert box is not None and box["box_source"] == "model metadata"
+    assert [box["per_parameter"][n]["lower"] for n in names] == ytrain.min(axis=0).tolist()
+    assert [box["per_parameter"][n]["upper"] for n in names] == ytrain.max(axis=0).tolist()
+    reference = _report(setup["ref"])["outside_training_box"]
+    assert box["n_samples_outside"] == reference["n_samples_outside"]
+    assert "## Training box" in (out / "report.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore::surrogate.OutOfBoxWarning")  # fresh y may leave it
 def test_dcr_model_with_periodic_encoding(tmp_path_factory, capsys) -> None:
     """A DCR surrogate with the default periodic encoding (4 network inputs, 3 parameters) is
     evaluated against fresh solves; its errors equal a direct computation."""
     import surrogate
     from datasets import open_dataset
-    from surrogate.evaluate_cli import main
+    from surrogate.evaluation.cli import main
     from tests.uq_fixtures import tiny_dcr
 
     _, model_dir = tiny_dcr(tmp_path_factory.getbasetemp() / "uq-dcr")

@@ -16,8 +16,9 @@ import requests
 import umbridge
 
 import surrogate
-from surrogate.posterior import GaussianPosterior
-from surrogate.serve import UsageError, main, resolve_port
+from surrogate.errors import UsageError
+from surrogate.serving import GaussianPosterior, PDEModel
+from surrogate.serving.cli import main, resolve_port
 from tests.uq_fixtures import tiny_dcr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def observed(dcr, tmp_path_factory):
 
 
 def start_server(args: list[str]) -> tuple[subprocess.Popen, str, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "surrogate.serve", *args, "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "surrogate.serving", *args, "--port", "0"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     line = proc.stdout.readline()
@@ -102,8 +103,6 @@ def test_posterior_and_pde_models(server, dcr, observed):
     np.testing.assert_allclose(grad, fd, rtol=1e-5)
     outside = m.upper + 0.1
     assert client([outside.tolist()])[0][0] == -np.inf
-    from solvers.pde_model import PDEModel
-
     pde = umbridge.HTTPModel(url, "pde")
     np.testing.assert_array_equal(np.array(pde([y.tolist()])[0]),
                                   PDEModel.from_surrogate_metadata(m.metadata)(y))
@@ -191,3 +190,7 @@ def test_port_from_environment_and_cli_errors(tmp_path, capsys, dcr):
                  "0.1"]) == 2
     assert "5 values but the model has 882 outputs" in capsys.readouterr().err
     assert main([str(dcr[1]), "--max-workers", "0"]) == 2
+    assert main([str(dcr[1]), "--device", "meta"]) == 2
+    err = capsys.readouterr().err
+    assert "serve-surrogate: error: --device 'meta': expected cpu, cuda or cuda:N" in err
+    assert "Traceback" not in err

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import train.cli as cli
+import train.run as train_run
 from datasets.split_data import seeded_split
 from surrogate import load
 from train.config import ConfigError, merge_config, resolve_config
@@ -81,16 +82,16 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data, tiny, tmp_
                                                                 monkeypatch):
     args = ["--data", str(data), "--method", "lbfgsvpro", "--config", str(tiny), "--quiet"]
     assert cli.main([*args, "--out", str(tmp_path / "ref")]) == 0
-    real_save = cli.save_checkpoint
+    real_save = train_run.save_checkpoint
 
     def save_then_crash(*a, **kw):
         real_save(*a, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(train_run, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         cli.main([*args, "--out", str(tmp_path / "run")])
-    monkeypatch.setattr(cli, "save_checkpoint", real_save)
+    monkeypatch.setattr(train_run, "save_checkpoint", real_save)
     assert (tmp_path / "run" / "checkpoint" / "state.json").is_file()
     # without --resume the interrupted run is not overwritten
     assert cli.main([*args, "--out", str(tmp_path / "run")]) == 2

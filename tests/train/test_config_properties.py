@@ -112,7 +112,7 @@ def test_arbitrary_file_bytes_give_a_config_or_a_config_error(tmp_path, content)
     try:
         user = read_toml(path)
     except ConfigError as exc:
-        assert str(exc).startswith(str(path))
+        assert str(path) in str(exc)          # the message names the file
         return
     try:
         tomllib.loads(content.decode("utf-8"))

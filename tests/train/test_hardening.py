@@ -18,10 +18,13 @@ import torch
 
 import train.checkpoint as checkpoint
 import train.cli as cli
+import train.run as train_run
+from datasets.split_data import SplitData
 from surrogate import NeuralODE, Normalizer, SeparableModel, load
+from surrogate.artifact import save_surrogate
 from surrogate.errors import NonFiniteModelError
 from surrogate.normalization import NormalizationError
-from train.config import ConfigError, merge_config, read_toml
+from train.config import ConfigError, merge_config, read_toml, resolve_config
 from train.outputs import OUTPUT_FILES
 from train.resources import MemoryEstimateError, check_memory, parameter_count
 
@@ -106,12 +109,12 @@ def test_out_of_range_settings_are_refused_naming_the_key(tmp_path, data, capsys
 def test_non_utf8_and_directory_configs_are_refused(tmp_path, data, capsys):
     bad = tmp_path / "latin1.toml"
     bad.write_bytes(b"[model]\n# caf\xe9\nwidth = 4\n")
-    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
         read_toml(bad)
     with pytest.raises(ConfigError, match="is a directory"):
         read_toml(tmp_path)
     assert train(data, bad, tmp_path / "o") == 2
-    assert "not a UTF-8 text file" in capsys.readouterr().err
+    assert "not UTF-8 text" in capsys.readouterr().err
     assert train(data, tmp_path, tmp_path / "o") == 2
     assert "is a directory" in capsys.readouterr().err
 
@@ -132,7 +135,7 @@ def test_parameter_count_of_the_estimate_is_the_network_size():
     from surrogate import ResNet
     assert parameter_count("resnet", 5, 7, 4) == sum(p.numel() for p in
                                                       ResNet(5, 7, 4).parameters())
-    cfg = cli.resolve_config(merge_config({}), "cdr", 0)
+    cfg = resolve_config(merge_config({}), "cdr", 0)
     check_memory(cfg, "gnvpro", 400, 55, 72, torch.device("cpu"), available=1e9)
     with pytest.raises(MemoryEstimateError, match=r"more than the 0.000977 GiB free on cpu"):
         check_memory(cfg, "gnvpro", 400, 55, 72, torch.device("cpu"), available=2**20)
@@ -166,7 +169,7 @@ def test_huge_targets_train_like_unscaled_ones_or_are_refused(tmp_path, data, fa
     assert train(data, fast, tmp_path / "ref", method="gnvpro") == 0
     assert train(big, fast, tmp_path / "big", method="gnvpro") == 0
     s = load(tmp_path / "big")
-    assert np.isfinite(float(s.model.normalizer.c_scale))
+    assert np.isfinite(float(s.torch_model.normalizer.c_scale))
     ref = json.loads((tmp_path / "ref" / "summary.json").read_text())["errors"]
     got = json.loads((tmp_path / "big" / "summary.json").read_text())["errors"]
     for split in ("train", "validation", "test"):
@@ -222,18 +225,18 @@ def test_a_non_finite_model_is_never_saved(tmp_path):
     with torch.no_grad():
         model.W[1, 2] = float("nan")
     with pytest.raises(NonFiniteModelError, match=r"W = nan"):
-        cli.save_surrogate(model, tmp_path / "m")
+        save_surrogate(model, tmp_path / "m")
     assert not (tmp_path / "m").exists()
     with torch.no_grad():
         model.W.fill_(1.0)
         model.normalizer.c_scale.fill_(1e308)
         model.W[:, -1] = 1e10                 # finite weights, predictions overflow
-    split = cli.SplitData({s: np.zeros((2, 2)) for s in ("train", "validation", "test")},
+    split = SplitData({s: np.zeros((2, 2)) for s in ("train", "validation", "test")},
                           {s: np.zeros((2, 2)) for s in ("train", "validation", "test")},
                           "unknown", "seeded")
     with pytest.raises(NonFiniteModelError, match="predictions on the training split are not "
                                                   "finite.*c_scale = 1e\\+308"):
-        cli.check_finite_predictions(model, split)
+        train_run.check_finite_predictions(model, split)
 
 
 # --- the output folder ----------------------------------------------------------------------
@@ -279,16 +282,16 @@ def test_out_that_is_a_file_is_refused(tmp_path, data, fast, capsys):
 # --- checkpoints ----------------------------------------------------------------------------
 
 def interrupt_after_first_level(monkeypatch, data, config, out) -> None:
-    real = cli.save_checkpoint
+    real = train_run.save_checkpoint
 
     def save_then_stop(*a, **kw):
         real(*a, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(train_run, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train(data, config, out)
-    monkeypatch.setattr(cli, "save_checkpoint", real)
+    monkeypatch.setattr(train_run, "save_checkpoint", real)
 
 
 def test_a_kill_while_writing_a_checkpoint_leaves_a_resumable_one(tmp_path, data, fast,

@@ -201,7 +201,7 @@ def test_train_surrogate_with_a_periodic_input_end_to_end(tmp_path: Path):
     assert cli.main(["--data", str(tmp_path / "p.npz"), "--method", "gnvpro", "--config",
                      str(tmp_path / "t.toml"), "--quiet", "--out", str(tmp_path / "m")]) == 0
     sur = load(tmp_path / "m")
-    assert sur.n_in == 3 and sur.model.features.n_in == 4
+    assert sur.n_in == 3 and sur.torch_model.features.n_in == 4
     np.testing.assert_allclose(sur.predict(y[:5] + [0, 0, math.pi]), sur.predict(y[:5]),
                                rtol=1e-12, atol=1e-12)
     assert sur.metadata["training"]["config"]["gnvpro"]["work_units_per_level"] == [20.0, 30.0]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train.cli as cli
+import train.run as train_run
 from surrogate import NeuralODE, SeparableModel, load
 from surrogate.resnet import ResNet
 from surrogate.separable import augment
@@ -247,7 +248,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data, tiny, tmp_
                                                                 monkeypatch):
     args = ["--data", str(data), "--method", "slimtrain", "--config", str(tiny), "--quiet"]
     assert cli.main([*args, "--out", str(tmp_path / "ref")]) == 0
-    real_save = cli.save_checkpoint
+    real_save = train_run.save_checkpoint
     calls = []
 
     def save_then_crash(*a, **kw):
@@ -256,10 +257,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data, tiny, tmp_
         if len(calls) == 2:                                    # after epoch 2 of 4
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(train_run, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         cli.main([*args, "--out", str(tmp_path / "run")])
-    monkeypatch.setattr(cli, "save_checkpoint", real_save)
+    monkeypatch.setattr(train_run, "save_checkpoint", real_save)
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["optimizer"]["epoch"] == 2 and state["completed_levels"] == 0
     assert cli.main([*args, "--resume", "--out", str(tmp_path / "run")]) == 0

@@ -2,7 +2,7 @@
 
 ::
 
-    from solvers.pde_model import PDEModel
+    from surrogate.serving import PDEModel
     pde = PDEModel("dcr", {"n_cells": [24, 24, 12]})     # or PDEModel.from_dataset("d.h5")
     c = pde(y)                                           # (n, 882), one solve per row
     J = pde.jacobian(y)                                  # (n, 882, 3), finite differences
@@ -22,7 +22,8 @@ solver noise (CG rtol 1e-10) / h ~ 1e-7). Where a central step would leave the p
 (DCR ranges, CDR y >= 0) a one-sided second-order difference is used inside. Cost: 2 d extra
 solves per sample (6 for DCR, 110 for CDR) on top of the value.
 
-This module never imports torch.
+It lives above :mod:`datasets` (``from_dataset`` reads a dataset file) and reads a model's
+provenance through :mod:`surrogate.metadata`; the module itself never imports torch.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from solvers.base import SolveError
+from solvers.common.validation import check_batch
+from solvers.errors import InputError, SolveError
+from surrogate.metadata import solver_provenance
 
 
 class PDEModel:
@@ -70,12 +73,14 @@ class PDEModel:
         self.settings_in = dict(settings or {})
         self.solver = make_solver(self.problem, comm, **self.settings_in)
         if not (np.isfinite(fd_step) and fd_step > 0):
-            raise ValueError(f"fd_step must be finite and > 0, got {fd_step!r}")
+            raise InputError(f"fd_step must be finite and > 0, got {fd_step!r}")
         self.fd_step = float(fd_step)
         self.n_in = int(self.solver.n_parameters)
         self.n_out = int(self.solver.n_observables)
-        self.input_names = list(self.solver.parameter_names)
-        self.output_coords = self.solver.observable_coords()
+        names = getattr(self.solver, "parameter_names", None)
+        self.input_names = list(names) if names else [f"y{k}" for k in range(self.n_in)]
+        coords = getattr(self.solver, "observable_coords", None)
+        self.output_coords = coords() if callable(coords) else {}
         bounds = getattr(self.solver, "parameter_bounds", None)
         if bounds is not None:
             b = np.asarray(bounds, dtype=np.float64)
@@ -93,7 +98,7 @@ class PDEModel:
         a dict or its JSON string)."""
         cfg = json.loads(config) if isinstance(config, str) else dict(config)
         if "problem" not in cfg:
-            raise ValueError("the configuration names no problem")
+            raise InputError("the configuration names no problem")
         return cls(cfg["problem"], cfg.get("solver") or {}, **kwargs)
 
     @classmethod
@@ -104,36 +109,24 @@ class PDEModel:
         ds = open_dataset(path)
         cfg = json.loads(ds.attrs.get("config", "{}"))
         if "solver" not in cfg:
-            raise ValueError(f"{path}: no solver settings recorded (not made by "
+            raise InputError(f"{path}: no solver settings recorded (not made by "
                              "generate-dataset); build PDEModel(problem, settings) instead")
         return cls.from_config(cfg, **kwargs)
 
     @classmethod
     def from_surrogate_metadata(cls, metadata: dict, **kwargs: Any) -> PDEModel:
-        """The PDE a surrogate was trained for (its training data's recorded settings)."""
-        attrs = ((metadata.get("training") or {}).get("data") or {}).get("attrs") or {}
-        cfg = attrs.get("config")
-        cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
-        if not cfg or "solver" not in cfg:
-            raise ValueError("the surrogate's metadata records no solver settings of its "
+        """The PDE a surrogate was trained for (its training data's recorded solver settings,
+        :func:`surrogate.metadata.solver_provenance`)."""
+        provenance = solver_provenance(metadata)
+        if provenance is None:
+            raise InputError("the surrogate's metadata records no solver settings of its "
                              "training data")
-        return cls.from_config(cfg, **kwargs)
+        return cls(provenance.problem, provenance.settings, **kwargs)
 
     # ------------------------------------------------------------------ checks
     def _check(self, y: Any, name: str = "y") -> np.ndarray:
-        arr = np.asarray(y)
-        if arr.dtype.kind not in "iuf":
-            raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.n_in:
-            raise ValueError(f"{name} must have shape (n, {self.n_in}) or ({self.n_in},), "
-                             f"got {np.shape(y)}")
-        arr = arr.astype(np.float64)
-        if not np.isfinite(arr).all():
-            i, k = np.argwhere(~np.isfinite(arr))[0]
-            raise ValueError(f"{name}[{i}, {k}] = {arr[i, k]} is not finite")
-        return arr
+        """``y`` (n, n_in) or (n_in,) as a float64 batch (n, n_in) (:func:`check_batch`)."""
+        return check_batch(y, self.n_in, name)
 
     def _solve(self, y: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -155,8 +148,9 @@ class PDEModel:
         Raises
         ------
         ValueError
-            Bad shape/dtype, NaN/inf, or parameters the solver rejects (naming them).
-        solvers.SolveError
+            Bad shape/dtype, NaN/inf, or parameters the solver rejects (naming them); an
+        :class:`~solvers.errors.InputError`.
+        solvers.errors.SolveError
             A solve failed.
         """
         single = np.ndim(y) == 1

@@ -5,7 +5,7 @@
 
 (uniform prior on the training parameter box, independent Gaussian noise of standard
 deviation ``sigma`` on every observable). ``G`` is any model with the call shape of
-:func:`surrogate.load` or :class:`solvers.pde_model.PDEModel`. The additive constant
+:func:`surrogate.load` or :class:`surrogate.serving.pde_model.PDEModel`. The additive constant
 ``-m log(sigma sqrt(2 pi)) - log(box volume)`` is dropped.
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from solvers.errors import InputError
 
 
 class GaussianPosterior:
@@ -29,6 +31,12 @@ class GaussianPosterior:
         Noise standard deviation(s), > 0.
     lower, upper : array_like, shape (d,)
         Prior box.
+
+    Raises
+    ------
+    solvers.errors.InputError
+        (a ValueError) observed data of the wrong size or not finite, sigma not finite and
+        > 0, or a box without lower < upper.
     """
 
     def __init__(self, model: Any, observed: Any, sigma: Any, lower: Any, upper: Any) -> None:
@@ -36,20 +44,20 @@ class GaussianPosterior:
         self.observed = np.asarray(observed, dtype=np.float64).ravel()
         m = int(getattr(model, "n_out", self.observed.size))
         if self.observed.size != m:
-            raise ValueError(f"observed data have {self.observed.size} values but the model "
+            raise InputError(f"observed data have {self.observed.size} values but the model "
                              f"has {m} outputs")
         if not np.isfinite(self.observed).all():
-            raise ValueError("observed data contain NaN or inf")
+            raise InputError("observed data contain NaN or inf")
         sig = np.asarray(sigma, dtype=np.float64)
         if sig.ndim not in (0, 1) or (sig.ndim == 1 and sig.size != m):
-            raise ValueError(f"sigma must be a number or {m} numbers, got shape {sig.shape}")
+            raise InputError(f"sigma must be a number or {m} numbers, got shape {sig.shape}")
         if not (np.isfinite(sig).all() and (sig > 0).all()):
-            raise ValueError(f"noise sigma must be finite and > 0, got {sigma!r}")
+            raise InputError(f"noise sigma must be finite and > 0, got {sigma!r}")
         self.sigma = sig
         self.lower = np.asarray(lower, dtype=np.float64)
         self.upper = np.asarray(upper, dtype=np.float64)
         if self.lower.shape != self.upper.shape or not (self.lower < self.upper).all():
-            raise ValueError("the prior box needs lower < upper in every parameter")
+            raise InputError("the prior box needs lower < upper in every parameter")
         self.n_in = self.lower.size
 
     def inside(self, y: np.ndarray) -> np.ndarray:
@@ -71,12 +79,13 @@ class GaussianPosterior:
 
         Raises
         ------
-        ValueError
-            y is outside the prior box (the density is -inf and has no gradient there).
+        solvers.errors.InputError
+            (a ValueError) y is outside the prior box (the density is -inf and has no
+            gradient there).
         """
         v = np.asarray(y, dtype=np.float64)
         if not self.inside(v[None])[0]:
-            raise ValueError(f"y = {v.tolist()} is outside the prior box "
+            raise InputError(f"y = {v.tolist()} is outside the prior box "
                              f"[{self.lower.tolist()}, {self.upper.tolist()}]")
         c, J = self.model.value_and_jacobian(v[None])
         r = (c[0] - self.observed) / self.sigma

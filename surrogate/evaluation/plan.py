@@ -1,0 +1,202 @@
+"""Planning an evaluation: which solver, which samples, and the refusals (rank 0, writes
+nothing).
+
+The fresh parameters come from the training data's own sampler and solver settings, read from
+the provenance in the model's ``metadata.json`` (:func:`surrogate.metadata.solver_provenance`).
+Sample ``i`` of a dataset with seed ``s`` has the parameters
+``solver.sample_parameters(default_rng([s, i]))`` (:mod:`datasets.sampling`), so
+
+* the training seed would reproduce the training samples and is refused, and
+* the training parameters can be re-drawn from the provenance alone (or read from the training
+  file, for data without provenance) and the fresh ones are checked to be disjoint from them
+  before anything is written.
+
+Solvers, datasets and mpi4py are imported inside the functions, so that importing this module
+stays free of dolfinx, PETSc and MPI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.device import resolve_device, training_device
+from surrogate.errors import EvaluationError, SurrogateFormatError
+from surrogate.evaluation.request import FRESH_FILE, EvaluationRequest, Plan
+from surrogate.metadata import (
+    SolverProvenance,
+    read_metadata,
+    solver_provenance,
+    training,
+    training_file,
+)
+
+#: the report's note when the fresh samples cannot be checked against the training samples
+OVERLAP_UNCHECKED = ("training parameters unknown (no provenance, file gone): overlap with "
+                     "the training samples not checked")
+
+
+def plan(request: EvaluationRequest) -> Plan:
+    """Check the request against the model and decide what to solve; writes nothing.
+
+    Raises
+    ------
+    EvaluationError
+        Training seed, overlap with the training parameters, a model without solver
+        provenance and neither ``data`` nor ``problem``, shape mismatches, bad options.
+    surrogate.errors.UsageError
+        A ``device`` other than cpu, cuda or cuda:N, or CUDA absent.
+    """
+    try:
+        meta = read_metadata(request.model_dir)
+    except SurrogateFormatError as exc:
+        raise EvaluationError(str(exc)) from None
+    n_in, n_out = model_sizes(meta)
+    prov = solver_provenance(meta)
+    if request.data is not None:
+        result = _plan_data(Path(request.data), meta, prov, n_in, n_out)
+    else:
+        result = _plan_solve(request, meta, prov, n_in, n_out)
+    result.device = str(surrogate_device(request.device, meta))
+    return result
+
+
+def model_sizes(meta: dict[str, Any]) -> tuple[int, int]:
+    """(raw parameters before any input encoding, observables) of a model's metadata."""
+    model = meta["model"]
+    encoding = model.get("encoding")
+    n_in = encoding["n_in"] if encoding else model["features"]["n_in"]
+    return int(n_in), int(model["n_out"])
+
+
+def surrogate_device(requested: str | None, meta: dict[str, Any]) -> Any:
+    """``requested`` (checked: cpu, cuda, cuda:N and available), else the training device
+    when it is available here, else the CPU; a ``torch.device``."""
+    if requested is not None:
+        return resolve_device(requested)
+    return training_device(str(training(meta).get("device", "cpu")))
+
+
+def _plan_solve(request: EvaluationRequest, meta: dict[str, Any],
+                prov: SolverProvenance | None, n_in: int, n_out: int) -> Plan:
+    """Plan fresh solves: solver from the provenance (or ``--problem``), seed and overlap
+    checks."""
+    problem, settings = _fresh_problem(request, prov)
+    solver = make_solver(problem, settings)
+    settings = solver.settings()
+    if (solver.n_parameters, solver.n_observables) != (n_in, n_out):
+        raise EvaluationError(
+            f"{problem} with these settings maps {solver.n_parameters} parameters to "
+            f"{solver.n_observables} observables, but the surrogate maps {n_in} to {n_out}")
+    from datasets.sampling import check_seed, draw_all_parameters
+
+    try:
+        seed = check_seed(request.seed)
+    except ValueError as exc:
+        raise EvaluationError(f"--seed: {exc}") from None
+    fresh = draw_all_parameters(solver, seed, request.samples)
+    notes = _check_disjoint(fresh, meta, solver, f"--seed {request.seed}")
+    return Plan(problem, True, settings, request.out / FRESH_FILE, notes)
+
+
+def _fresh_problem(request: EvaluationRequest, prov: SolverProvenance | None
+                   ) -> tuple[str, dict[str, Any]]:
+    """Problem and solver settings of the fresh solves, after the option checks."""
+    if prov is not None and request.problem is not None:
+        raise EvaluationError(
+            f"--problem/--set are for models without solver provenance; {request.model_dir} "
+            f"was trained on {prov.problem} data whose solver settings it records")
+    if prov is None and request.problem is None:
+        raise EvaluationError(
+            f"{request.model_dir} was trained on data without solver provenance (an external "
+            ".npz/.mat file), so its samples cannot be re-solved: pass --data FILE to evaluate "
+            "on an existing dataset, or --problem cdr|dcr (with --set KEY=VALUE settings) to "
+            "solve fresh samples")
+    if request.seed is None:
+        raise EvaluationError("--seed is required when solving fresh samples")
+    if request.samples < 1:
+        raise EvaluationError(f"--samples must be >= 1, got {request.samples}")
+    if prov is None:
+        return str(request.problem), dict(request.settings)
+    if request.seed == prov.seed:
+        raise EvaluationError(
+            f"--seed {request.seed} is the training data's seed: it would re-draw the "
+            f"training samples; choose another seed")
+    return prov.problem, dict(prov.settings)
+
+
+def _plan_data(data: Path, meta: dict[str, Any], prov: SolverProvenance | None, n_in: int,
+               n_out: int) -> Plan:
+    """Plan an evaluation on the existing dataset ``data`` (``--data``): sizes and overlap."""
+    from datasets import DatasetFileError, open_dataset
+
+    try:
+        ds = open_dataset(data, include_failed=True)
+    except DatasetFileError as exc:
+        raise EvaluationError(str(exc)) from None
+    y = np.asarray(ds["y"].values, dtype=np.float64)
+    m = ds.sizes["observable"]
+    if (y.shape[1], m) != (n_in, n_out):
+        raise EvaluationError(f"{data}: {y.shape[1]} parameters and {m} observables, "
+                              f"but the surrogate maps {n_in} to {n_out}")
+    solver = make_solver(prov.problem, prov.settings) if prov is not None else None
+    notes = _check_disjoint(y, meta, solver, f"--data {data}")
+    problem = str(ds.attrs.get("problem", prov.problem if prov else "unknown"))
+    return Plan(problem, False, None, data, notes)
+
+
+# ------------------------------------------------------------------------- training samples
+def make_solver(problem: str, settings: dict[str, Any]) -> Any:
+    """A solver on COMM_SELF (only for drawing parameters); bad settings -> EvaluationError."""
+    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
+    from mpi4py import MPI
+
+    from solvers import make_solver as build
+
+    try:
+        return build(problem, MPI.COMM_SELF, **settings)
+    except (ValueError, TypeError) as exc:
+        raise EvaluationError(f"invalid {problem} settings: {exc}") from None
+
+
+def training_parameters(meta: dict[str, Any], solver: Any | None) -> np.ndarray | None:
+    """Parameters of every training-file sample, shape (n, p), or None if unknown.
+
+    Re-drawn from the provenance (seed, sample count, sampler of ``solver``) when the model
+    has solver provenance, else read from the training file if it is still there unchanged.
+    """
+    prov = solver_provenance(meta)
+    if prov is not None and solver is not None:
+        from datasets.sampling import draw_all_parameters
+
+        return draw_all_parameters(solver, prov.seed, prov.n_samples)
+    path = training_file(meta)
+    if path is None:
+        return None
+    from datasets import open_dataset
+
+    return np.asarray(open_dataset(path, include_failed=True)["y"].values, dtype=np.float64)
+
+
+def overlap(fresh: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Indices of rows of ``fresh`` (n, p) equal to some row of ``train`` (k, p)."""
+    seen = {np.ascontiguousarray(row).tobytes() for row in np.asarray(train, np.float64)}
+    return np.array([i for i, row in enumerate(np.asarray(fresh, np.float64))
+                     if np.ascontiguousarray(row).tobytes() in seen], dtype=np.int64)
+
+
+def _check_disjoint(fresh: np.ndarray, meta: dict[str, Any], solver: Any | None,
+                    what: str) -> list[str]:
+    """Refuse fresh parameters (n, p) that repeat training parameters; returns the notes."""
+    train = training_parameters(meta, solver)
+    if train is None:
+        return [OVERLAP_UNCHECKED]
+    common = overlap(fresh, train)
+    if common.size:
+        raise EvaluationError(
+            f"{what}: {common.size} of {len(fresh)} evaluation samples (first: sample "
+            f"{common[0]}) have the same parameters as training-data samples; an evaluation "
+            f"must use samples the surrogate has not seen")
+    return []

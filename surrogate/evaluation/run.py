@@ -1,0 +1,91 @@
+"""The MPI run of an evaluation: plan on rank 0, fresh solves on every rank, report on rank 0.
+
+The fresh solves run through the ``generate-dataset`` engine (:func:`datasets.generate.generate`:
+MPI, dynamic balancing, atomic checkpoints, resume) into ``REPORT_DIR/fresh.h5``. With ``--data``
+an existing dataset is evaluated instead. Only world rank 0 loads the surrogate and writes the
+report; the other ranks sleep meanwhile. mpi4py and datasets are imported inside
+:func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from solvers.errors import InputError
+from surrogate.evaluation.plan import plan
+from surrogate.evaluation.report import write_report
+from surrogate.evaluation.request import EvaluationRequest, Plan
+
+
+def evaluate(request: EvaluationRequest, comm: Any = None) -> dict | None:
+    """Plan, solve the fresh samples (collective) and write the report (rank 0).
+
+    Parameters
+    ----------
+    request : EvaluationRequest
+    comm : mpi4py.MPI.Comm, optional
+        The ranks taking part (default ``MPI.COMM_WORLD``).
+
+    Returns
+    -------
+    dict or None
+        The report (the contents of ``report.json``) on rank 0 of ``comm``, None elsewhere.
+
+    Raises
+    ------
+    surrogate.errors.EvaluationError, surrogate.errors.UsageError, datasets.ConfigError,
+    datasets.ConfigMismatchError, datasets.DatasetFileError
+        User errors (all :class:`~solvers.errors.InputError`), raised on every rank alike.
+    """
+    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
+    from mpi4py import MPI
+
+    world = comm if comm is not None else MPI.COMM_WORLD
+    decided = _on_rank_zero(world, lambda: plan(request))
+    if decided.solve:
+        _solve_fresh(request, decided, world)
+    report = _on_rank_zero(world, lambda: write_report(request, decided), idle=True)
+    return report if world.rank == 0 else None
+
+
+def _on_rank_zero[T](world: Any, fn: Callable[[], T], idle: bool = False) -> T:
+    """``fn()`` on rank 0, its result broadcast; an :class:`InputError` it raises is raised on
+    every rank. With ``idle`` the other ranks sleep (instead of spinning in the broadcast) and
+    get None, so that they take no CPU time from rank 0's surrogate timings."""
+    result: T | None = None
+    error: Exception | None = None
+    if world.rank == 0:
+        try:
+            result = fn()
+        except InputError as exc:
+            error = exc
+    if idle:
+        _idle_wait(world)
+        error = world.bcast(error)
+    else:
+        result, error = world.bcast((result, error))
+    if error is not None:
+        raise error
+    return cast(T, result)  # None on the ranks > 0 with ``idle``
+
+
+def _solve_fresh(request: EvaluationRequest, decided: Plan, world: Any) -> None:
+    """The fresh solves into ``decided.fresh_path`` (collective; resumes an interrupted run)."""
+    from datasets.generate import GenerationOptions, generate
+
+    generate(GenerationOptions(
+        problem=decided.problem, out=decided.fresh_path, samples=request.samples,
+        seed=int(request.seed or 0), settings=decided.settings or {},
+        ranks_per_sample=request.ranks_per_sample,
+        checkpoint_interval=request.checkpoint_interval, progress=request.progress),
+        comm=world)
+
+
+def _idle_wait(comm: Any, poll_seconds: float = 0.01) -> None:
+    """Barrier in which the ranks other than 0 sleep instead of spinning, so that they do not
+    take CPU time from rank 0's surrogate timings."""
+    pending = comm.Ibarrier()
+    while not pending.Test():
+        time.sleep(poll_seconds)

@@ -1,0 +1,189 @@
+"""``serve-surrogate``: a trained surrogate (and the PDE) over the UM-Bridge protocol 1.0.
+
+    serve-surrogate MODEL_DIR [--port 4242] [--host 127.0.0.1] [--pde] [--max-workers K]
+                    [--observed data.npy --noise SIGMA] [--device cpu]
+
+Models served (UM-Bridge names):
+
+``surrogate``     y (d,) -> c (m,): Evaluate, Gradient (J^T sens) and ApplyJacobian (J vec)
+                  from automatic differentiation of the network.
+``pde``           with ``--pde``: the PDE the surrogate was trained for (same solver settings
+                  as its training data), Gradient/ApplyJacobian by finite differences
+                  (:mod:`surrogate.serving.pde_model`): the two fidelities side by side.
+``posterior``     with ``--observed`` and ``--noise``: y -> [log pi(y | d)] with a Gaussian
+                  likelihood and a uniform prior on the training box, and its Gradient
+                  (:mod:`surrogate.serving.posterior`); -inf (JSON ``-Infinity``) outside the
+                  box.
+``posterior_pde`` with ``--pde`` too: the same posterior on the PDE.
+
+The server (:mod:`surrogate.serving.app`) listens on 127.0.0.1 unless ``--host`` says
+otherwise (unlike ``umbridge.serve_models``). The port is ``--port``, else ``$PORT``
+(UM-Bridge's HPC convention), else 4242; ``--port 0`` picks a free port (printed). Ctrl-C or
+SIGTERM stop it cleanly (exit status 0); bad command-line input exits with status 2
+(``serve-surrogate: error: ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import umbridge
+
+from solvers.common.cli import BAD_INPUT, OK, RankZeroParser
+from solvers.errors import UsageError
+from surrogate.serving.adapters import ForwardModel, PosteriorModel
+from surrogate.serving.app import PROG, make_app, serve
+
+__all__ = ["build_models", "build_parser", "main", "read_observed", "resolve_port"]
+
+DEFAULT_PORT = 4242
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``serve-surrogate`` argument parser."""
+    p = RankZeroParser(
+        prog=PROG, description="Serve a trained surrogate (and optionally the PDE and a "
+        "posterior) over the UM-Bridge protocol 1.0.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="surrogate model directory")
+    p.add_argument("--port", type=int, default=None,
+                   help="TCP port (default: $PORT, else 4242; 0 picks a free port)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--pde", action="store_true",
+                   help="also serve the PDE (same solver settings as the training data) as "
+                   "model 'pde'")
+    p.add_argument("--max-workers", type=int, default=1, metavar="K",
+                   help="threads evaluating requests (default 1; PDE solves are serialised)")
+    p.add_argument("--observed", metavar="DATA", help="observed data (.npy or text, m values):"
+                   " serve the log-posterior as model 'posterior'")
+    p.add_argument("--noise", type=float, metavar="SIGMA",
+                   help="noise standard deviation of the Gaussian likelihood (with --observed)")
+    p.add_argument("--device", default="cpu", help="torch device of the surrogate's large "
+                   "batches (cpu, cuda, cuda:N)")
+    return p
+
+
+def resolve_port(arg: int | None, environ: Mapping[str, str] | None = None) -> int:
+    """``--port``, else ``$PORT``, else 4242.
+
+    Raises
+    ------
+    UsageError
+        ``$PORT`` not an integer, or a port outside 0-65535.
+    """
+    environ = os.environ if environ is None else environ
+    if arg is not None:
+        port, source = arg, "--port"
+    elif environ.get("PORT"):
+        try:
+            port, source = int(environ["PORT"]), "$PORT"
+        except ValueError:
+            raise UsageError(f"$PORT = {environ['PORT']!r} is not an integer") from None
+    else:
+        port, source = DEFAULT_PORT, "default"
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{source} {port} is not a TCP port (0-65535)")
+    return port
+
+
+def read_observed(path: str) -> np.ndarray:
+    """Observed data d, shape (m,), from a ``.npy`` file or a text file (``--observed``).
+
+    Raises
+    ------
+    UsageError
+        No such file, or a file NumPy cannot read.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--observed {path}: no such file")
+    try:
+        data = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p, ndmin=1)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--observed {path}: cannot read ({exc})") from None
+    return np.asarray(data, dtype=np.float64).ravel()
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.max_workers < 1:
+        raise UsageError(f"--max-workers must be >= 1, got {args.max_workers}")
+    if (args.observed is None) != (args.noise is None):
+        raise UsageError("--observed and --noise go together")
+
+
+def build_models(args: argparse.Namespace) -> list[umbridge.Model]:
+    """The UM-Bridge models the command line asks for (surrogate, pde, posteriors).
+
+    Raises
+    ------
+    UsageError
+        Bad options, an unusable model directory or device, no solver settings recorded
+        (``--pde``), or observed data / noise the posterior refuses.
+    """
+    from surrogate.device import resolve_device
+    from surrogate.errors import SurrogateFormatError
+    from surrogate.serving.pde_model import PDEModel
+    from surrogate.serving.posterior import GaussianPosterior
+    from surrogate.uq_model import load
+
+    _check_options(args)
+    device = resolve_device(args.device)
+    try:
+        sur = load(args.model_dir, device=device)
+    except SurrogateFormatError as exc:
+        raise UsageError(str(exc)) from None
+    models: list[umbridge.Model] = [ForwardModel("surrogate", sur)]
+    pde = None
+    if args.pde:
+        try:
+            pde = PDEModel.from_surrogate_metadata(sur.metadata)
+        except ValueError as exc:
+            raise UsageError(f"--pde: {exc}") from None
+        models.append(ForwardModel("pde", pde))
+    if args.observed is not None:
+        if sur.lower is None:
+            raise UsageError("--observed: the model records no training parameter box "
+                             "(train it again with this version)")
+        data = read_observed(args.observed)
+        try:
+            models.append(PosteriorModel("posterior", GaussianPosterior(
+                sur, data, args.noise, sur.lower, sur.upper)))
+            if pde is not None:
+                models.append(PosteriorModel("posterior_pde", GaussianPosterior(
+                    pde, data, args.noise, sur.lower, sur.upper)))
+        except ValueError as exc:
+            raise UsageError(f"--observed/--noise: {exc}") from None
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (2 for bad input, 0 after a clean stop)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        port = resolve_port(args.port)
+        models = build_models(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    app = make_app(models, max_workers=args.max_workers)
+    try:
+        asyncio.run(serve(app, args.host, port, names=[m.name for m in models]))
+    except OSError as exc:
+        print(f"{PROG}: error: cannot listen on {args.host}:{port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return BAD_INPUT
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
