@@ -11,8 +11,9 @@ JSON string).
 Foreign files: ``.npz`` with arrays ``y`` and ``c`` (samples x features) and optionally
 ``split`` (one label per sample); ``.mat`` with variables ``Y`` and ``C`` stored features x
 samples, as in the GNvpro paper's published data (MATLAB v5 via :func:`scipy.io.loadmat`,
-v7.3 via h5py). Their ``problem`` is inferred from the shapes (55 -> 72: "cdr", 3 -> 882:
-"dcr"), else "unknown".
+v7.3 via h5py). Their ``problem`` is the registered problem whose declared default sizes
+they have (:func:`solvers.facts.problem_for_sizes`: 55 -> 72 CDR, 3 -> 882 DCR), else
+"unknown".
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ import xarray as xr
 from datasets.errors import DatasetFileError
 from datasets.splits import SPLIT_NAMES
 from datasets.storage import OK, STATUS_NAMES, read_state
+from solvers.facts import problem_for_sizes
 
 #: Largest |value| accepted in a foreign file: squares of larger numbers overflow float64
 #: (1.3e154), so no error norm, mean or normalisation of them is meaningful; such entries are
 #: the signature of a damaged or mis-scaled file (a damaged .mat read as doubles gave 1e183).
 MAX_MAGNITUDE = 1e100
-
-#: (n_parameters, n_observables) -> problem
-KNOWN_SHAPES = {(55, 72): "cdr", (3, 882): "dcr"}
 
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
@@ -194,7 +193,7 @@ def _foreign(path: Path, y: np.ndarray, c: np.ndarray, data: dict[str, Any]) -> 
     if y.shape[0] != c.shape[0]:
         raise DatasetFileError(f"{path}: parameters have {y.shape[0]} samples but observables "
                                f"{c.shape[0]} (shapes {y.shape} and {c.shape})")
-    problem = KNOWN_SHAPES.get((y.shape[1], c.shape[1]), "unknown")
+    problem = problem_for_sizes(y.shape[1], c.shape[1]) or "unknown"
     names = [f"y{k}" for k in range(y.shape[1])]
     attrs = {"problem": problem, "config": json.dumps({"problem": problem}),
              "source": str(path)}

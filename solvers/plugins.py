@@ -45,6 +45,8 @@ attribute                   meaning                                 fallback
 ``training_hints``          {"standardize_inputs": bool,            the trainer's defaults
                             "center_targets": bool,                 (``None``); periodic
                             "periodic_inputs": bool}                encoding on if declared
+``default_samples``         int: generate-dataset's --samples       --samples is required
+                            default (class attribute)
 ``memory_estimate``         classmethod/staticmethod               none (no check)
                             ``(comm_size, **settings) -> bytes``
                             per process, checked before building
@@ -88,6 +90,7 @@ from solvers.common.atomic import sha256_file
 from solvers.common.memory import check_memory
 from solvers.common.validation import check_vector
 from solvers.errors import InputError, SolveError, SolverSettingsError
+from solvers.facts import TRAINING_HINT_KEYS, ProblemFacts, class_facts, facts_record
 
 #: entry-point group through which installed distributions register problems
 ENTRY_POINT_GROUP = "varpro_surrogates.problems"
@@ -101,9 +104,6 @@ REQUIRED_ATTRIBUTES: tuple[str, ...] = ("name", "n_parameters", "n_observables")
 #: methods every problem class defines
 REQUIRED_METHODS: tuple[str, ...] = ("solve", "settings", "sample_parameters")
 
-#: keys a problem's ``training_hints`` may hold (each a bool)
-TRAINING_HINT_KEYS: tuple[str, ...] = ("standardize_inputs", "center_targets",
-                                       "periodic_inputs")
 
 #: the distribution that ships the registered problems
 PACKAGE_DISTRIBUTION = "varpro-surrogates"
@@ -270,6 +270,33 @@ def available_problems() -> dict[str, str]:
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+#: how a command's --help describes the problem argument
+SPEC_HELP = ("a registered name or installed entry point (listed below), package.module:Class "
+             "or path/to/file.py:Class (a problem plugin: docs/own-model.md)")
+
+
+def problems_help() -> str:
+    """The ``--help`` epilog listing the problems a spec can name: the registered ones with
+    their help text (from their light facts, no solver loaded), then the entry points of
+    :data:`ENTRY_POINT_GROUP` (not loaded: their ``module:Class``)."""
+    from solvers import SOLVERS
+    from solvers.facts import registered_facts
+
+    lines = ["problems:"]
+    for name in SOLVERS:
+        try:
+            facts = registered_facts(name)
+            text = facts.help if facts is not None else SOLVERS[name]
+        except Exception:  # noqa: BLE001 - a listing never fails: show where it lives
+            text = SOLVERS[name]
+        lines.append(f"  {name:<10} {text}")
+    for ep in _entry_points():
+        if ep.name not in SOLVERS:
+            lines.append(f"  {ep.name:<10} {ep.value} (entry point of {ENTRY_POINT_GROUP})")
+    lines.append("  MODULE:CLASS or FILE.py:CLASS  your own problem class (docs/own-model.md)")
+    return "\n".join(lines)
 
 
 def resolve_problem(spec: str) -> Problem:
@@ -495,12 +522,22 @@ class Problem:
         return f"problem {self.name!r} (plugin {self.spec!r})"
 
     @property
+    def facts(self) -> ProblemFacts:
+        """The static facts the class declares (:mod:`solvers.facts`; a registered problem's
+        from its registered facts)."""
+        if self.identity.kind == "registered":
+            from solvers.facts import registered_facts
+
+            facts = registered_facts(self.name)
+            if facts is not None:
+                return facts
+        return class_facts(self.cls, self.name)
+
+    @property
     def help(self) -> str:
-        """First line of the class docstring."""
-        doc = inspect.getdoc(self.cls)
-        if doc and self.cls.__doc__ is not None:  # not inherited from object
-            return doc.strip().splitlines()[0].strip()
-        return f"{self.cls.__name__} (no docstring)"
+        """One line of help: the registered facts' help text, else the first line of the
+        class docstring."""
+        return self.facts.help
 
     def valid_settings(self) -> list[str] | None:
         """Setting names the constructor accepts; None if it takes any (``**settings``).
@@ -654,6 +691,12 @@ class ProblemInfo:
         """JSON record of the code and settings: identity fields plus ``"settings"``."""
         return {**self.identity.as_dict(), "problem": self.name,
                 "settings": json.loads(json.dumps(self.settings))}
+
+    def facts_record(self) -> dict[str, Any]:
+        """The facts training needs, as JSON (:func:`solvers.facts.facts_record`): periodic
+        parameters, default split, training hints."""
+        return facts_record(self.periodic_parameters, self.split_fractions,
+                            self.training_hints)
 
 
 # ---------------------------------------------------------------------- contract checks

@@ -289,7 +289,8 @@ def load_run_data(opts: RunOptions) -> tuple[dict, SplitData]:
     split_seed = opts.seed if cfg["split"]["seed"] == AUTO else cfg["split"]["seed"]
     fractions = None if cfg["split"]["fractions"] == AUTO else cfg["split"]["fractions"]
     data = load_split_data(opts.data, fractions=fractions, seed=split_seed)
-    return resolve_config(cfg, data.problem, opts.seed, preset=opts.preset), data
+    return resolve_config(cfg, data.problem, opts.seed, preset=opts.preset,
+                          facts=data.facts), data
 
 
 def plan_outputs(opts: RunOptions, cfg: dict, data: SplitData) -> dict[str, str]:
