@@ -11,10 +11,10 @@ A job killed at any moment, even with SIGKILL, therefore leaves a valid file hol
 result up to its last checkpoint. Started again with the same command, the job reads that
 file, checks that its stored configuration equals the requested one (otherwise it refuses and
 names the differing keys; a changed plugin is named by what changed in it: its file's SHA-256,
-its version, ...: :func:`solvers.plugins.identity_changes`), re-draws the parameters to check they match, and hands out only
-the samples still pending. Results are deterministic functions of (configuration, seed,
-index), so the finished file holds the same data as an uninterrupted run; recording a sample
-twice is an error. A lock file ``<out>.lock`` (``fcntl.flock``, released by the kernel when
+its version, ...: :func:`solvers.plugins.identity_changes`), re-draws the parameters to check
+they match, and hands out only the samples still pending. Results are deterministic functions
+of (configuration, seed, index), so the finished file holds the same data as an uninterrupted
+run; recording a sample twice is an error. A lock file ``<out>.lock`` (``fcntl.flock``, released by the kernel when
 the process dies) keeps two jobs from writing the same file.
 """
 

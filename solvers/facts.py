@@ -107,9 +107,9 @@ def class_facts(cls: type, name: str | None = None) -> ProblemFacts:
     periodic, hints = attr("periodic_parameters"), attr("training_hints")
     return ProblemFacts(
         name=name, help=help_text,
-        default_sizes=tuple(sizes) if _is_pair(sizes) else None,  # type: ignore[arg-type]
+        default_sizes=tuple(sizes) if _is_pair(sizes) else None,
         default_samples=int(samples) if _is_count(samples) else None,
-        default_split=tuple(split) if split is not None else None,  # type: ignore[arg-type]
+        default_split=tuple(split) if split is not None else None,
         periodic_parameters=dict(periodic) if isinstance(periodic, Mapping) else {},
         training_hints=dict(hints) if isinstance(hints, Mapping) else {})
 

@@ -236,6 +236,63 @@ def identity_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) ->
     return changes
 
 
+class PluginChangedError(PluginError):
+    """The plugin that would re-solve a model's problem is not the one that made its data."""
+
+
+#: the option that accepts a changed plugin, named in :class:`PluginChangedError` messages
+ALLOW_CHANGED_OPTION = "--allow-changed-plugin"
+
+
+def recorded_spec(problem: str, plugin: Mapping[str, Any] | None) -> str:
+    """The spec that resolves the problem a provenance record names: the recorded plugin's
+    (:attr:`ProblemIdentity.resolvable_spec`: a file plugin by its absolute path), else the
+    problem name (data made before problems were plugins: a registered name)."""
+    if plugin:
+        return ProblemIdentity.from_dict(plugin).resolvable_spec
+    return problem
+
+
+def check_unchanged(plugin: Mapping[str, Any] | None, settings: Mapping[str, Any],
+                    info: ProblemInfo, *, allow: bool = False,
+                    option: str = ALLOW_CHANGED_OPTION, what: str = "the training data"
+                    ) -> list[str]:
+    """Refuse a problem whose code or settings differ from the recorded ones.
+
+    Parameters
+    ----------
+    plugin : mapping or None
+        The recorded identity (a dataset configuration's ``plugin``); None (data made before
+        problems were plugins) checks nothing.
+    settings : mapping
+        The recorded settings.
+    info : ProblemInfo
+        The problem as built now.
+    allow : bool
+        Return the changes instead of raising.
+    option, what : str
+        Named in the message.
+
+    Returns
+    -------
+    list of str
+        What changed (:func:`identity_changes`); empty if nothing did.
+
+    Raises
+    ------
+    PluginChangedError
+        Something changed and ``allow`` is False (one line naming every change).
+    """
+    if not plugin:
+        return []
+    changes = identity_changes({**plugin, "settings": dict(settings)}, info.provenance())
+    if changes and not allow:
+        raise PluginChangedError(
+            f"{info.label} is not the plugin that made {what}: {'; '.join(changes)}; pass "
+            f"{option} to use it anyway")
+    return changes
+
+
 def _settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -837,7 +894,7 @@ def _split(solver: Any, label: str) -> tuple[float, float, float]:
             or sum(values) > 1 + 1e-9 or values[0] == 0):
         raise PluginError(f"{label}: default_split must be 3 fractions (train, validation, "
                           f"test) >= 0 with train > 0 and sum <= 1, got {_short_repr(split)}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _hints(solver: Any, label: str) -> dict[str, bool | None]:
@@ -979,9 +1036,10 @@ def check_deterministic_sampler(solver: Any, seed: int, index: int = 0, *,
     return a
 
 
-__all__ = ["DEFAULT_SPLIT", "ENTRY_POINT_GROUP", "KINDS", "REQUIRED_ATTRIBUTES",
-           "REQUIRED_METHODS", "TRAINING_HINT_KEYS", "PluginError", "PluginOutputError",
-           "Problem", "ProblemIdentity", "ProblemInfo", "available_problems", "check_instance",
+__all__ = ["ALLOW_CHANGED_OPTION", "DEFAULT_SPLIT", "ENTRY_POINT_GROUP", "KINDS",
+           "REQUIRED_ATTRIBUTES", "REQUIRED_METHODS", "SPEC_HELP", "TRAINING_HINT_KEYS",
+           "PluginChangedError", "PluginError", "PluginOutputError", "Problem",
+           "ProblemIdentity", "ProblemInfo", "available_problems", "check_instance",
            "check_deterministic_sampler", "check_output", "check_parameters",
-           "checked_settings", "default_sample_rng", "identity_changes", "one_line",
-           "resolve_problem"]
+           "check_unchanged", "checked_settings", "default_sample_rng", "identity_changes",
+           "one_line", "problems_help", "recorded_spec", "resolve_problem"]

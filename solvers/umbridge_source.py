@@ -256,7 +256,8 @@ class UMBridgeProblem:
         """``fn()`` on rank 0 of the communicator, its result (or its error) on every rank."""
         if self.comm.size == 1:
             return fn()
-        value, error = None, None
+        value: Any = None
+        error: tuple[type[Exception], str, int | None] | None = None
         if self.comm.rank == 0:
             try:
                 value = fn()

@@ -7,6 +7,7 @@ Examples
     mpiexec -n 2 evaluate-surrogate model/ --samples 200 --seed 7 --out report/
     evaluate-surrogate model/ --data other.h5 --out report/
     evaluate-surrogate npz_model/ --problem cdr --set n_cells=12 --samples 20 --seed 7 --out r/
+    evaluate-surrogate npz_model/ --problem my_model.py:MyModel --samples 20 --seed 7 --out r/
 
 Started again with the same command after an interruption, it resumes ``REPORT_DIR/fresh.h5``.
 See :mod:`surrogate.evaluation` for what is computed. MPI starts in :func:`main`, not on import.
@@ -27,6 +28,7 @@ from solvers.common.cli import (
     whole_number,
 )
 from solvers.errors import InputError
+from solvers.plugins import ALLOW_CHANGED_OPTION, SPEC_HELP, problems_help
 from surrogate.errors import EvaluationError
 
 PROG = "evaluate-surrogate"
@@ -39,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (prints only on MPI world rank 0)."""
     p = RankZeroParser(prog=PROG, description="Compare a trained surrogate with fresh PDE "
                        "solves drawn from its training data's sampler and solver settings (run "
-                       "under mpiexec for several ranks), or with an existing dataset (--data).")
+                       "under mpiexec for several ranks), or with an existing dataset (--data).",
+                       epilog=problems_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="model directory written by "
                    "train-surrogate")
     p.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR",
@@ -52,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ranks that solve one sample together (must divide the rank count)")
     p.add_argument("--data", type=Path, metavar="FILE",
                    help="evaluate against this dataset (.h5, .npz, .mat) instead of solving")
-    p.add_argument("--problem", choices=("cdr", "dcr"),
+    p.add_argument("--problem", metavar="PROBLEM",
                    help="problem to solve, for models trained on data without solver "
-                   "provenance (.npz/.mat)")
+                   f"provenance (.npz/.mat): {SPEC_HELP}")
+    p.add_argument(ALLOW_CHANGED_OPTION, action="store_true",
+                   help="re-solve with the recorded plugin even if its code (file SHA-256, "
+                   "version) or settings changed since the training data was made")
     add_set_option(p, help="solver setting with --problem; VALUE is a TOML literal "
                    "(repeatable)")
     p.add_argument("--device", help="device of the surrogate (cpu, cuda, cuda:N; default: the "
@@ -96,7 +103,8 @@ def run(args: argparse.Namespace, world: Any) -> dict | None:
         model_dir=args.model, out=args.out, samples=args.samples, seed=args.seed,
         ranks_per_sample=args.ranks_per_sample, data=args.data, problem=args.problem,
         settings=parse_assignments(args.assign), device=args.device,
-        checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress)
+        checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
+        allow_changed_plugin=args.allow_changed_plugin)
     return evaluate(request, world)
 
 
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
     from mpi4py import MPI
 
-    from datasets.errors import DatasetWriteError
+    from datasets.errors import DatasetWriteError, ProblemBrokeContract
     from surrogate.evaluation import summary_table
 
     world = MPI.COMM_WORLD
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         PROG, world, lambda: run(args, world), USER_ERRORS,
         lambda: (f"finished solves are saved in {args.out / 'fresh.h5'}; run the same command "
                  "again to resume"),
-        fatal_errors=(DatasetWriteError,))
+        fatal_errors=(DatasetWriteError, ProblemBrokeContract))
     if status:
         return status
     if world.rank == 0 and report is not None:
