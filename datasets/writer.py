@@ -14,8 +14,8 @@ names the differing keys; a changed plugin is named by what changed in it: its f
 its version, ...: :func:`solvers.plugins.identity_changes`), re-draws the parameters to check
 they match, and hands out only the samples still pending. Results are deterministic functions
 of (configuration, seed, index), so the finished file holds the same data as an uninterrupted
-run; recording a sample twice is an error. A lock file ``<out>.lock`` (``fcntl.flock``, released by the kernel when
-the process dies) keeps two jobs from writing the same file.
+run; recording a sample twice is an error. A lock file ``<out>.lock`` (``fcntl.flock``,
+released by the kernel when the process dies) keeps two jobs from writing the same file.
 """
 
 from __future__ import annotations
