@@ -78,7 +78,8 @@ def facts_record(periodic: Mapping[int, float], split: Any, hints: Mapping[str, 
     """JSON form of the training facts (index keys as strings, as JSON requires)."""
     return {"periodic_parameters": {str(int(k)): float(v) for k, v in periodic.items()},
             "default_split": [float(v) for v in split] if split is not None else None,
-            "training_hints": {k: (None if v is None else bool(v)) for k, v in hints.items()}}
+            "training_hints": {k: (None if hints.get(k) is None else bool(hints[k]))
+                               for k in TRAINING_HINT_KEYS}}
 
 
 def class_facts(cls: type, name: str | None = None) -> ProblemFacts:
