@@ -95,7 +95,7 @@ class GenerationOptions:
     Attributes
     ----------
     problem : str
-        The problem spec: a registered name ("cdr", "dcr", "umbridge"), an entry point,
+        The problem spec: a registered name (:data:`solvers.SOLVERS`), an entry point,
         ``package.module:Class`` or ``path/file.py:Class`` (:mod:`solvers.plugins`).
     out : Path
         Output HDF5 file (created, or resumed if it exists).

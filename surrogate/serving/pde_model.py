@@ -52,7 +52,7 @@ class PDEModel:
     Parameters
     ----------
     problem : str
-        A problem spec: a registered name ("cdr", "dcr", "umbridge"), an entry point,
+        A problem spec: a registered name (:data:`solvers.SOLVERS`), an entry point,
         ``package.module:Class`` or ``path/file.py:Class``.
     settings : dict, optional
         Solver settings (constructor keywords); the problem's defaults otherwise.
