@@ -155,6 +155,9 @@ class DiffusionKL:
     """
 
     name = "diffusion_kl"
+    #: optional facts (solvers.plugins): generate-dataset's --samples default; the rest keep
+    #: their fallbacks (split 80/10/10, standardised inputs, raw targets, no periodic input)
+    default_samples = 1000
 
     def __init__(self, comm: MPI.Comm = MPI.COMM_SELF, *, n_cells: int = DEFAULTS["n_cells"],
                  n_kl: int = DEFAULTS["n_kl"],

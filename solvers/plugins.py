@@ -1031,8 +1031,8 @@ def check_deterministic_sampler(solver: Any, seed: int, index: int = 0, *,
         k = int(np.flatnonzero(a != b)[0])
         raise PluginError(
             f"{label}: sample_parameters() is not deterministic: seed {seed}, sample {index} "
-            f"drew y[{k}] = {a[k]!r} and then {b[k]!r}; it must draw only from the rng it is "
-            "given (no global or stored random state)")
+            f"drew y[{k}] = {float(a[k])!r} and then {float(b[k])!r}; it must draw only from the "
+            "rng it is given (no global or stored random state)")
     return a
 
 

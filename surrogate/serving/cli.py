@@ -42,7 +42,7 @@ import umbridge
 
 from solvers.common.cli import BAD_INPUT, OK, RankZeroParser
 from solvers.errors import UsageError
-from solvers.plugins import ALLOW_CHANGED_OPTION
+from solvers.plugins import ALLOW_CHANGED_OPTION, problems_help
 from surrogate.serving.adapters import ForwardModel, PosteriorModel
 from surrogate.serving.app import PROG, make_app, serve
 
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``serve-surrogate`` argument parser."""
     p = RankZeroParser(
         prog=PROG, description="Serve a trained surrogate (and optionally the PDE and a "
-        "posterior) over the UM-Bridge protocol 1.0.")
+        "posterior) over the UM-Bridge protocol 1.0.", epilog=problems_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", metavar="MODEL_DIR", help="surrogate model directory")
     p.add_argument("--port", type=int, default=None,
                    help="TCP port (default: $PORT, else 4242; 0 picks a free port)")

@@ -62,13 +62,19 @@ def plugin(tmp_path: Path) -> Path:
                             "sample_parameters() is not deterministic: seed 1, sample 0"]),
 ])
 def test_unusable_plugins_are_refused_before_any_work(plugin: Path, spec: str,
-                                                      text: str | None, parts: list[str]) -> None:
+                                                      text: str | None, parts: list[str],
+                                                      monkeypatch, capsys) -> None:
+    """In-process (one rank): the refusals all come before any MPI work."""
+    from datasets.cli import main
+
     if text is not None:
         write_plugin(plugin, spec.split(":")[0], text)
-    proc = generate(plugin, spec)
-    assert proc.returncode == 2, proc.stderr
-    lines = error_lines(proc)
-    assert len(lines) == 1 and lines[0].startswith("generate-dataset: error: "), proc.stderr
+    monkeypatch.chdir(plugin)
+    assert main([spec, "--samples", str(N), "--seed", "1", "--out", "d.h5",
+                 "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("generate-dataset: error: "), captured.err
     for part in parts:
         assert part in lines[0], lines[0]
     assert not (plugin / "d.h5").exists() and not (plugin / "d.h5.lock").exists()
