@@ -2,10 +2,12 @@
 
 For each mesh, ``mpiexec -n RANKS generate-dataset dcr`` (direct) and ``mpiexec -n RANKS
 generate-dataset umbridge`` against a DCR model served by umbridge's own server
-(``umbridge.serve_models``, one process with RANKS worker threads, on 127.0.0.1: the way most
-Python models are served) with the same settings and seed; prints samples/s of the solving
-phase, CPU seconds (clients: the mpiexec job; server: its process) and checks that both
-datasets hold bitwise the same parameters and observables. Not part of the tests.
+(``umbridge.serve_models``, one process on 127.0.0.1, the way most Python models are served;
+its RANKS worker threads share one solver object, so solves are serialised by a lock, as in
+``serve-surrogate --pde``: PETSc objects are not thread-safe) with the same settings and seed;
+prints samples/s of the solving phase (and of direct solves on 1 rank, for scale), CPU
+seconds (clients: the mpiexec job; server: its process) and checks that both datasets hold
+bitwise the same parameters and observables. Not part of the tests.
 
 Usage::
 
@@ -38,6 +40,7 @@ MESHES = {"coarse 12x12x6": [12, 12, 6], "default 48x48x24": [48, 48, 24]}
 def serve(port: int, n_cells: list[int], workers: int) -> None:
     """Serve the DCR solver on ``n_cells`` as UM-Bridge model "dcr" (the server process)."""
     import functools
+    import threading
 
     import aiohttp.web
     import umbridge
@@ -48,6 +51,7 @@ def serve(port: int, n_cells: list[int], workers: int) -> None:
         def __init__(self) -> None:
             super().__init__("dcr")
             self.solver = make_solver("dcr", n_cells=n_cells)
+            self.lock = threading.Lock()
 
         def get_input_sizes(self, config):
             return [3]
@@ -56,7 +60,8 @@ def serve(port: int, n_cells: list[int], workers: int) -> None:
             return [self.solver.n_observables]
 
         def __call__(self, parameters, config):
-            return [self.solver.solve(parameters[0]).tolist()]
+            with self.lock:
+                return [self.solver.solve(parameters[0]).tolist()]
 
         def supports_evaluate(self):
             return True
@@ -123,6 +128,8 @@ def bench(label: str, n_cells: list[int], samples: int, ranks: int, work: Path) 
         common = ["--samples", str(samples), "--seed", "1"]
         direct = generate(["dcr", "--set", f"n_cells={n_cells}", *common, "--out",
                            str(work / "direct.h5")], ranks)
+        single = generate(["dcr", "--set", f"n_cells={n_cells}", *common, "--out",
+                           str(work / "single.h5")], 1)
         cpu0 = process_cpu(server.pid)
         remote = generate(["umbridge", "--set", f'url="http://127.0.0.1:{port}"', "--set",
                            'model="dcr"', "--set", f"lower={box[:, 0].tolist()}", "--set",
@@ -133,9 +140,10 @@ def bench(label: str, n_cells: list[int], samples: int, ranks: int, work: Path) 
         server.terminate()
         server.wait(timeout=30)
     same = compare(work / "direct.h5", work / "remote.h5")
-    (work / "direct.h5").unlink()
-    (work / "remote.h5").unlink()
-    return {"mesh": label, "samples": samples, "direct": direct, "remote": remote,
+    for name in ("direct.h5", "single.h5", "remote.h5"):
+        (work / name).unlink()
+    return {"mesh": label, "samples": samples, "direct": direct, "single": single,
+            "remote": remote,
             "server_cpu": server_cpu, "bitwise": same}
 
 
@@ -152,15 +160,16 @@ def main() -> None:
         return
     print(f"DCR through UM-Bridge vs direct, {args.ranks} ranks (loadavg "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    print(f"{'mesh':<18}{'samples':>8}{'direct/s':>10}{'umbridge/s':>12}{'ratio':>7}"
-          f"{'cpu direct':>12}{'cpu client':>12}{'cpu server':>12}  bitwise")
+    print(f"{'mesh':<18}{'samples':>8}{'1 rank/s':>9}{'direct/s':>10}{'umbridge/s':>12}"
+          f"{'ratio':>7}{'cpu direct':>12}{'cpu client':>12}{'cpu server':>12}  bitwise")
     with tempfile.TemporaryDirectory() as tmp:
         for (label, n_cells), samples in zip(MESHES.items(),
                                              (args.coarse_samples, args.default_samples),
                                              strict=True):
             r = bench(label, n_cells, samples, args.ranks, Path(tmp))
             d, u = r["direct"], r["remote"]
-            print(f"{label:<18}{samples:>8}{d[1]:>10.3g}{u[1]:>12.3g}{u[1] / d[1]:>7.2f}"
+            print(f"{label:<18}{samples:>8}{r['single'][1]:>9.3g}{d[1]:>10.3g}{u[1]:>12.3g}"
+                  f"{u[1] / d[1]:>7.2f}"
                   f"{d[2]:>11.1f}s{u[2]:>11.1f}s{r['server_cpu']:>11.1f}s  {r['bitwise']}",
                   flush=True)
 

@@ -121,8 +121,8 @@ def _fresh_problem(request: EvaluationRequest, prov: SolverProvenance | None
         raise EvaluationError(
             f"{request.model_dir} was trained on data without solver provenance (an external "
             ".npz/.mat file), so its samples cannot be re-solved: pass --data FILE to evaluate "
-            "on an existing dataset, or --problem cdr|dcr (with --set KEY=VALUE settings) to "
-            "solve fresh samples (any problem spec: a name, module:Class or file.py:Class)")
+            "on an existing dataset, or --problem PROBLEM (a registered name, module:Class or "
+            "file.py:Class; with --set KEY=VALUE settings) to solve fresh samples")
     if request.seed is None:
         raise EvaluationError("--seed is required when solving fresh samples")
     if request.samples < 1:
