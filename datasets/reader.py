@@ -11,9 +11,9 @@ JSON string).
 Foreign files: ``.npz``, or a plain HDF5 file (no ``format`` attribute), with arrays ``y`` and
 ``c`` (samples x features) and optionally ``split`` (one label per sample); ``.mat`` with
 variables ``Y`` and ``C`` stored features x samples, as in the GNvpro paper's published data
-(MATLAB v5 via :func:`scipy.io.loadmat`, v7.3 via h5py). Their ``problem`` is the registered problem whose declared default sizes
-they have (:func:`solvers.facts.problem_for_sizes`: 55 -> 72 CDR, 3 -> 882 DCR), else
-"unknown".
+(MATLAB v5 via :func:`scipy.io.loadmat`, v7.3 via h5py). Their ``problem`` is the registered
+problem whose declared default sizes they have (:func:`solvers.facts.problem_for_sizes`:
+55 -> 72 CDR, 3 -> 882 DCR), else "unknown".
 """
 
 from __future__ import annotations
