@@ -16,11 +16,13 @@ import resource
 import time
 from typing import Any
 
-import dolfinx_solver  # noqa: F401  (before mpi4py/petsc4py)
 import numpy as np
-from mpi4py import MPI
 
-from solvers.dcr import DCRSolver
+from solvers.common.mpi_network import init_mpi
+
+MPI = init_mpi()  # MPI on loopback for one node, before petsc4py / dolfinx
+
+from solvers.dcr import DCRSolver  # noqa: E402
 
 
 def time_samples(solver: DCRSolver, ys: np.ndarray) -> dict[str, Any]:

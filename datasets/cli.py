@@ -20,32 +20,30 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from solvers.common.mpi_network import configure_mpi_network
-
-configure_mpi_network()  # loopback defaults for single-node runs, before MPI is initialised
-
-import dolfinx_solver  # noqa: E402, F401  (orders MPI ahead of petsc4py / dolfinx)
-from mpi4py import MPI  # noqa: E402
-
-from datasets.config import resolve_overrides  # noqa: E402
-from datasets.errors import (  # noqa: E402
+from datasets.config import resolve_overrides
+from datasets.errors import (
     ConfigError,
     ConfigMismatchError,
     DatasetFileError,
     DatasetWriteError,
     ProblemBrokeContract,
 )
-from datasets.generate import GenerationOptions, generate  # noqa: E402
-from datasets.splits import SplitSpec  # noqa: E402
-from solvers.common.cli import (  # noqa: E402
+from datasets.splits import SplitSpec
+from solvers.common.cli import (
     RankZeroParser,
     add_set_option,
+    path_argument,
     run_job,
+    start_mpi,
     stop_on_signals,
     whole_number,
 )
-from solvers.plugins import SPEC_HELP, PluginError, problems_help  # noqa: E402
+from solvers.plugins import SPEC_HELP, PluginError, problems_help
+
+if TYPE_CHECKING:
+    from datasets.generate import GenerationOptions
 
 PROG = "generate-dataset"
 #: bad input (exit status 2): options, settings, files, a plugin that cannot be used
@@ -61,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "write a resumable HDF5 dataset (run under mpiexec for several ranks).",
         epilog=problems_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("problem", metavar="PROBLEM", help=SPEC_HELP)
-    p.add_argument("--out", required=True, type=Path, help="output HDF5 file (resumed if it "
+    p.add_argument("--out", required=True, type=path_argument, help="output HDF5 file (resumed "
+                   "if it "
                    "exists and was made with the same configuration)")
     p.add_argument("--samples", type=whole_number, help="number of samples (default: the "
                    "problem's default_samples: the paper's for cdr 800 and dcr 10000)")
@@ -87,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> GenerationOptions:
     """GenerationOptions from parsed arguments (raises ConfigError for bad values)."""
+    from datasets.generate import GenerationOptions
+
     return GenerationOptions(
         problem=args.problem, out=args.out,
         samples=args.samples, seed=args.seed,
@@ -100,7 +101,9 @@ def options_from_args(args: argparse.Namespace) -> GenerationOptions:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error, 128 + signal number when
     interrupted). Bugs abort all ranks."""
-    world = MPI.COMM_WORLD
+    world = start_mpi(PROG).COMM_WORLD  # loopback for single-node runs, before PETSc/dolfinx
+    from datasets.generate import generate
+
     args = build_parser().parse_args(argv)
     stop_on_signals(rank_zero_only=True)
 

@@ -17,7 +17,10 @@ other ranks (a collective) and writes the final file.
 
 Sample ``i``'s parameters are ``solver.sample_parameters(np.random.default_rng([seed, i]))``
 (:mod:`datasets.sampling`) whichever group solves it, so datasets made on different numbers
-of ranks are identical for the same group size.
+of ranks are identical for the same group size. A caller that chose the parameters itself
+(adaptive sampling, ``refine-surrogate``) passes them as ``GenerationOptions.parameters``
+(samples x p); their SHA-256 is part of the stored configuration, so a resumed run must
+pass the same ones.
 
 Problems
 --------
@@ -44,6 +47,7 @@ File handling (resume, atomic checkpoints) is in :mod:`datasets.writer`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -51,19 +55,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-import numpy as np
-from mpi4py import MPI
+from solvers.common.mpi_network import init_mpi
 
-from datasets.errors import ConfigError, DatasetWriteError, Interrupted, ProblemBrokeContract
-from datasets.sampling import check_seed, draw_parameters, sample_rng
-from datasets.splits import SplitSpec
-from datasets.storage import FAILED, OK
-from datasets.timeout import SampleTimeout, check_timeout, time_limit
-from datasets.writer import DatasetWriter
-from solvers import SolveError, SolverSettingsError
-from solvers.common.memory import check_memory, format_bytes
-from solvers.plugins import (
+init_mpi()  # loopback defaults for single-node runs, then MPI (before petsc4py / dolfinx)
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from datasets.errors import (  # noqa: E402
+    ConfigError,
+    DatasetWriteError,
+    Interrupted,
+    ProblemBrokeContract,
+)
+from datasets.sampling import check_seed, draw_parameters, sample_rng  # noqa: E402
+from datasets.splits import SplitSpec  # noqa: E402
+from datasets.storage import FAILED, OK  # noqa: E402
+from datasets.timeout import SampleTimeout, check_timeout, time_limit  # noqa: E402
+from datasets.writer import DatasetWriter  # noqa: E402
+from solvers import SolveError, SolverSettingsError  # noqa: E402
+from solvers.common.memory import check_memory, format_bytes  # noqa: E402
+from solvers.plugins import (  # noqa: E402
     PluginError,
     PluginOutputError,
     Problem,
@@ -118,6 +130,9 @@ class GenerationOptions:
     sample_timeout : float, optional
         Seconds one solve may take before it is interrupted and recorded as failed
         (:mod:`datasets.timeout`); None: no limit. Not part of the stored configuration.
+    parameters : numpy.ndarray, optional
+        Shape (samples, p): solve these parameters instead of the sampler's draws (the same
+        array on every rank); ``seed`` then only seeds the split.
     """
 
     problem: str
@@ -130,6 +145,7 @@ class GenerationOptions:
     checkpoint_interval: float = 10.0
     progress: bool = True
     sample_timeout: float | None = None
+    parameters: np.ndarray | None = field(default=None, compare=False)
 
     def resolved_split(self, default: tuple[float, float, float] | None = None) -> SplitSpec:
         """The split to draw: the one given, else ``default`` (the problem's declared
@@ -159,6 +175,11 @@ class GenerationOptions:
         if self.ranks_per_sample < 1 or world_size % self.ranks_per_sample:
             raise ConfigError(f"--ranks-per-sample {self.ranks_per_sample} must divide the "
                               f"number of MPI ranks ({world_size})")
+        if self.parameters is not None:
+            y = np.asarray(self.parameters)
+            if y.ndim != 2 or y.shape[0] != self.samples or not np.all(np.isfinite(y)):
+                raise ConfigError(f"parameters must be a finite ({self.samples}, p) array, got "
+                                  f"shape {y.shape}")
         if not self.checkpoint_interval >= 0:
             raise ConfigError("--checkpoint-interval must be >= 0 seconds")
         if self.split is not None:
@@ -300,12 +321,16 @@ class SampleSolver:
         The group's communicator.
     timeout : float, optional
         Seconds per solve (:func:`datasets.timeout.time_limit`).
+    parameters : numpy.ndarray, optional
+        (samples, p): the parameters of every sample instead of the sampler's draws.
     """
 
     def __init__(self, problem: Problem, solver: Any, info: ProblemInfo,
-                 settings: dict[str, Any], comm: MPI.Comm, timeout: float | None = None):
+                 settings: dict[str, Any], comm: MPI.Comm, timeout: float | None = None,
+                 parameters: np.ndarray | None = None):
         self.problem, self.solver, self.info = problem, solver, info
         self.settings, self.comm, self.timeout = settings, comm, timeout
+        self.parameters = parameters
         self.plugin = problem.identity.kind != "registered"
         self._stale = False
 
@@ -314,7 +339,8 @@ class SampleSolver:
         world rank, recorded with the result."""
         if self._stale:  # a timed-out solve may have left the solver half-way
             self.solver, self._stale = self.problem.build(self.comm, **self.settings), False
-        y = draw_parameters(self.solver, seed, index)
+        y = draw_parameters(self.solver, seed, index) if self.parameters is None else \
+            np.asarray(self.parameters[index], dtype=np.float64)
         start = time.perf_counter()
         reason = ""
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -395,19 +421,25 @@ def _generate(options: GenerationOptions, world: MPI.Intracomm) -> Summary:
         info = _everywhere(world, lambda: problem.describe(solver))
         split = options.resolved_split(info.split_fractions)
         _everywhere(world, lambda: split.check(options.n_samples()))
-        _everywhere(world, lambda: check_deterministic_sampler(
-            solver, options.seed, 0, label=info.label, rng=sample_rng))
+        if options.parameters is None:  # the sampler draws the parameters: it must repeat
+            _everywhere(world, lambda: check_deterministic_sampler(
+                solver, options.seed, 0, label=info.label, rng=sample_rng))
         _everywhere(world, lambda: check_sizes(options, solver) if world.rank == 0 else None)
         config = problem_config(options, problem, info, split)
+        params = options.parameters
+        if params is not None:
+            params = np.ascontiguousarray(params, dtype=np.float64)
+            config["generation"]["parameters_sha256"] = hashlib.sha256(
+                params.tobytes()).hexdigest()
         writer = _everywhere(world, lambda: DatasetWriter.open(
             options.out, config, solver, world.size,
             checkpoint_interval=options.checkpoint_interval, progress=options.progress,
-            parameter_names=list(info.parameter_names),
+            parameters=params, parameter_names=list(info.parameter_names),
             observable_coords=info.observable_coords) if world.rank == 0 else None)
         todo = world.bcast(writer.pending() if writer is not None else None)
         solve_start = time.perf_counter()
         worker = SampleSolver(problem, solver, info, options.settings, group,
-                              check_timeout(options.sample_timeout))
+                              check_timeout(options.sample_timeout), params)
         _solve_all(world, group, worker, options.seed, todo, writer)
         solve_wall = time.perf_counter() - solve_start
         summary = None
@@ -433,9 +465,14 @@ def _first_failure(writer: DatasetWriter) -> str:
     return f"sample {i}: {writer.state.failure_reason[i]}"
 
 
-def check_sizes(options: GenerationOptions, solver: Any) -> None:
+def check_sizes(options: GenerationOptions, solver: Any, disk: bool = True) -> None:
     """Refuse (ConfigError) a sample count whose dataset cannot fit in memory (rank 0 holds
-    all of it) or on the output's file system, naming --samples and the estimate."""
+    all of it) or (with ``disk``) on the output's file system, naming --samples and the
+    estimate."""
+    if options.parameters is not None and \
+            np.shape(options.parameters)[1] != solver.n_parameters:
+        raise ConfigError(f"parameters have {np.shape(options.parameters)[1]} columns, the "
+                          f"{options.problem} solver takes {solver.n_parameters}")
     samples = options.n_samples()
     values = samples * (solver.n_parameters + solver.n_observables)
     what = (f"--samples {samples} ({solver.n_parameters} parameters + "
@@ -444,6 +481,8 @@ def check_sizes(options: GenerationOptions, solver: Any) -> None:
         check_memory(BYTES_PER_VALUE * values + BYTES_PER_SAMPLE * samples, what)
     except SolverSettingsError as exc:
         raise ConfigError(str(exc)) from None
+    if not disk:
+        return
     file_size = 8 * values + 20 * samples
     folder = Path(options.out).absolute().parent
     while not folder.exists():

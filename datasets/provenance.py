@@ -53,7 +53,10 @@ def software_versions() -> dict[str, str]:
     """
     import h5py
     import numpy as np
-    from mpi4py import MPI
+
+    from solvers.common.mpi_network import init_mpi
+
+    MPI = init_mpi()
 
     try:
         from petsc4py import PETSc

@@ -11,11 +11,17 @@ from typing import Any
 
 import numpy as np
 
+#: seeds are stored as HDF5 int64 attributes: 0 <= seed <= MAX_SEED
+MAX_SEED = 2**63 - 1
+
 
 def check_seed(seed: Any) -> int:
-    """Return ``seed`` as an int >= 0 or raise ValueError (numpy seeds must be non-negative)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    """Return ``seed`` as an int in [0, 2^63 - 1] or raise ValueError (numpy seeds must be
+    non-negative; the dataset file stores the seed as an int64 attribute)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or \
+            not 0 <= seed <= MAX_SEED:
+        shown = repr(seed) if len(repr(seed)) <= 40 else repr(seed)[:37] + "..."
+        raise ValueError(f"seed must be an integer in [0, 2^63 - 1], got {shown}")
     return int(seed)
 
 

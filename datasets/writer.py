@@ -88,6 +88,7 @@ class DatasetWriter:
     @classmethod
     def open(cls, path: str | Path, config: dict[str, Any], solver: Any, n_ranks: int, *,
              checkpoint_interval: float = 10.0, progress: bool = True,
+             parameters: np.ndarray | None = None,
              parameter_names: list[str] | None = None,
              observable_coords: dict[str, np.ndarray] | None = None) -> DatasetWriter:
         """Create ``path`` (all samples pending) or resume it if it exists.
@@ -102,6 +103,8 @@ class DatasetWriter:
             Draws the parameters.
         n_ranks : int
             MPI world size of this run (provenance).
+        parameters : numpy.ndarray, optional
+            Shape (samples, p): the parameters to store instead of the sampler's draws.
         parameter_names : list of str, optional
             n_parameters names (default: the solver's ``parameter_names``).
         observable_coords : dict, optional
@@ -133,7 +136,8 @@ class DatasetWriter:
             remove_stale_temporaries(path)
             config = json.loads(json.dumps(config))
             gen = config["generation"]
-            y = draw_all_parameters(solver, gen["seed"], gen["samples"], progress)
+            y = draw_all_parameters(solver, gen["seed"], gen["samples"], progress) \
+                if parameters is None else np.array(parameters, dtype=np.float64)
             if path.exists():
                 state = _resume_state(path, config, y)
             else:
@@ -269,8 +273,9 @@ def _acquire_lock(path: Path) -> IO[str]:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise DatasetFileError(f"{path}: another generate-dataset job is writing this file "
-                               f"(lock {lock_path} is held)") from None
+        raise DatasetFileError(f"{path}: another running job is writing this file (lock "
+                               f"{lock_path} is held by a generate-dataset or evaluate-surrogate "
+                               "process); wait for it to finish, or use another output") from None
     except OSError:
         pass  # a file system without flock: go on unlocked
     return lock

@@ -28,6 +28,13 @@ observables of a fresh PDE solve (a y that is not in the training data):
 6. ``corner`` plot: PDE and surrogate emcee samples, delayed-acceptance samples, Laplace
    ellipses (1 and 2 sigma), true parameters; ``results.json`` with every figure.
 
+Every argument is checked before any work (walkers, steps, the true parameters, the model's
+problem, the data file's problem): a bad one is a one-line error (exit status 2). A model
+trained by an earlier run into ``OUT/model`` is reused only if it was trained by the same
+run (train-surrogate's run fingerprint: method, configuration, seed, data); with other
+settings the training refuses to replace it and says so. MPI (for the PDE) starts through
+:func:`solvers.common.mpi_network.init_mpi`, on loopback.
+
 Run ``python examples/dcr_bayesian_inversion.py --out demo-output/dcr-inversion``: 1 min 42 s
 of CPU time for a first run (data, training, all samplers), 54 s when the data and model are
 reused (wall time on an idle 2-core machine is about the same; on a shared, overloaded one it
@@ -75,11 +82,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.burn >= args.steps:
-        p.error(f"--burn {args.burn} must be smaller than --steps {args.steps}")
-    if not args.noise > 0:
-        p.error(f"--noise must be > 0, got {args.noise}")
+    for message in check_args(args):
+        p.error(message)
     return args
+
+
+#: smallest values of the integer options (emcee needs at least 2 walkers per parameter)
+MINIMUM = {"samples": 20, "work_units": 1, "walkers": 2 * 3, "steps": 2, "burn": 0,
+           "da_steps": 10, "seed": 0}
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the options (empty if nothing); ``args.true`` becomes a float
+    vector (3,)."""
+    from solvers.common.validation import check_vector
+
+    errors = [f"--{key.replace('_', '-')} must be >= {low}, got {getattr(args, key)}"
+              for key, low in MINIMUM.items() if getattr(args, key) < low]
+    if args.burn >= args.steps:
+        errors.append(f"--burn {args.burn} must be smaller than --steps {args.steps}")
+    if not 0 < args.noise < float("inf"):
+        errors.append(f"--noise must be a positive number, got {args.noise}")
+    try:
+        values = [float(v) for v in str(args.true).split(",")]
+        args.true = check_vector(values, 3, "--true")
+    except ValueError as exc:
+        errors.append(f"--true {args.true!r}: {exc}; give depth,size,angle")
+    if args.model and args.data:
+        errors.append("--model and --data exclude each other (--data trains a new model)")
+    return errors
+
+
+def check_problem(what: str, problem: str, n_in: int) -> None:
+    """Refuse a model or data file that is not of the DCR problem (3 parameters)."""
+    if problem != "dcr" or n_in != 3:
+        raise SystemExit(f"{PROG}: error: {what} is of the {problem} problem ({n_in} "
+                         "parameters); this example inverts the DCR parameters (3)")
 
 
 # ---------------------------------------------------------------------- models
@@ -89,10 +127,20 @@ def make_surrogate(args: argparse.Namespace, out: Path):
     from surrogate.serving import PDEModel
 
     if args.model:
-        sur = surrogate.load(args.model)
-        pde = PDEModel.from_surrogate_metadata(sur.metadata)
+        try:
+            sur = surrogate.load(args.model)
+        except ValueError as exc:                      # SurrogateFormatError: unusable folder
+            raise SystemExit(f"{PROG}: error: --model {args.model}: {exc}") from None
+        check_problem(f"--model {args.model}", sur.problem, sur.n_in)
+        try:
+            pde = PDEModel.from_surrogate_metadata(sur.metadata)
+        except ValueError as exc:
+            raise SystemExit(f"{PROG}: error: --model {args.model}: {exc}") from None
     else:
         data = Path(args.data) if args.data else out / "dcr.h5"
+        if args.data:
+            check_data(data)
+        out.mkdir(parents=True, exist_ok=True)
         if not args.data:
             cmd = [str(Path(sys.executable).parent / "generate-dataset"), "dcr", "--samples",
                    str(args.samples), "--seed", str(args.seed + 1), "--no-progress",
@@ -102,26 +150,41 @@ def make_surrogate(args: argparse.Namespace, out: Path):
                 raise SystemExit(f"{PROG}: generate-dataset failed:\n{proc.stderr}")
             print(proc.stdout.strip().splitlines()[-1])
         model_dir = out / "model"
-        if not (model_dir / "summary.json").is_file():
-            import train.cli
+        import train.cli
 
-            toml = out / "train.toml"
-            levels = "[2, 4]" if args.tiny else "[2, 4, 8]"
-            width = 8 if args.tiny else 16
-            toml.write_text(f"[model]\nwidth = {width}\nlevels = {levels}\n"
-                            f"[gnvpro]\nwork_units_per_level = {args.work_units}\nr_max = 10\n")
-            t0 = time.perf_counter()
-            rc = train.cli.main(["--data", str(data), "--method", "gnvpro", "--config",
-                                 str(toml), "--out", str(model_dir), "--quiet",
-                                 "--seed", str(args.seed)])
-            if rc != 0:
-                raise SystemExit(f"{PROG}: train-surrogate failed")
-            print(f"trained the surrogate in {time.perf_counter() - t0:.1f} s")
+        toml = out / "train.toml"
+        levels = "[2, 4]" if args.tiny else "[2, 4, 8]"
+        width = 8 if args.tiny else 16
+        toml.write_text(f"[model]\nwidth = {width}\nlevels = {levels}\n"
+                        f"[gnvpro]\nwork_units_per_level = {args.work_units}\nr_max = 10\n")
+        t0 = time.perf_counter()
+        # --resume: a finished model of this very run (same configuration, seed and data:
+        # train-surrogate's fingerprint) is reused; one trained with other settings is refused
+        rc = train.cli.main(["--data", str(data), "--method", "gnvpro", "--config",
+                             str(toml), "--out", str(model_dir), "--quiet",
+                             "--seed", str(args.seed), "--resume"])
+        if rc != 0:
+            raise SystemExit(f"{PROG}: train-surrogate refused or failed (above); for other "
+                             f"settings use another --out than {out}")
+        print(f"surrogate ready in {time.perf_counter() - t0:.1f} s")
         sur = surrogate.load(model_dir)
         pde = PDEModel.from_dataset(data)
     shift = sur.torch_model.normalizer.c_shift.numpy()
     scale = float(sur.torch_model.normalizer.c_scale)      # rms of centred training targets
     return sur, pde, shift, scale
+
+
+def check_data(path: Path) -> None:
+    """Refuse a ``--data`` file that is missing, unreadable or not DCR data (before any
+    training)."""
+    from datasets import DatasetFileError, open_dataset
+
+    try:
+        ds = open_dataset(path)
+    except (DatasetFileError, OSError, ValueError) as exc:
+        raise SystemExit(f"{PROG}: error: --data {path}: {exc}") from None
+    check_problem(f"--data {path}", str(ds.attrs.get("problem", "unknown")),
+                  int(ds.sizes.get("parameter", 0)))
 
 
 # ---------------------------------------------------------------------- inference pieces
@@ -297,12 +360,14 @@ def run(args: argparse.Namespace) -> dict:
     from surrogate.serving import GaussianPosterior
 
     out = Path(args.out)
+    sur, pde, _, scale = make_surrogate(args, out)    # checks --model/--data before writing
     out.mkdir(parents=True, exist_ok=True)
-    sur, pde, _, scale = make_surrogate(args, out)
-    truth = np.array([float(v) for v in args.true.split(",")])
+    truth = np.asarray(args.true, dtype=np.float64)
     lower, upper = sur.lower, sur.upper
+    if lower is None or upper is None:
+        raise SystemExit(f"{PROG}: error: the model records no training box (train it again)")
     if not np.all((truth > lower) & (truth < upper)):
-        raise SystemExit(f"{PROG}: --true {truth.tolist()} is outside the training box "
+        raise SystemExit(f"{PROG}: error: --true {truth.tolist()} is outside the training box "
                          f"{lower.tolist()} - {upper.tolist()}")
     rng = np.random.default_rng(args.seed)
     sigma = args.noise * scale
@@ -437,12 +502,17 @@ def report(r: dict, names: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from solvers.errors import InputError, VarproError
     from surrogate import OutOfBoxWarning
 
     args = parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OutOfBoxWarning)   # the prior box is the training box
-        run(args)
+        try:
+            run(args)
+        except VarproError as exc:        # MPI cannot start, a failed solve, a bad file, ...
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, InputError) else 1
     return 0
 
 

@@ -47,20 +47,23 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-import basix
-import basix.ufl
-import dolfinx_solver  # noqa: F401  (loads the matching MPI before mpi4py/petsc4py)
-import numpy as np
-import ufl
-from dolfinx import fem, geometry, mesh
-from dolfinx.fem import petsc as fem_petsc
-from mpi4py import MPI
-from petsc4py import PETSc
+from solvers.common.mpi_network import init_mpi
 
-from solvers.base import SolveError, SolverSettingsError, check_parameter_vector
-from solvers.cdr_jit import jit_options
-from solvers.cdr_reaction import ReactionTable, reaction_sum, sample_simplex
-from solvers.cdr_settings import DEFAULTS, FACTS, CDRSettings
+init_mpi()  # loopback MPI for single-node runs, then dolfinx_solver (MPI before PETSc/dolfinx)
+
+import basix  # noqa: E402
+import basix.ufl  # noqa: E402
+import numpy as np  # noqa: E402
+import ufl  # noqa: E402
+from dolfinx import fem, geometry, mesh  # noqa: E402
+from dolfinx.fem import petsc as fem_petsc  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+from petsc4py import PETSc  # noqa: E402
+
+from solvers.base import SolveError, SolverSettingsError, check_parameter_vector  # noqa: E402
+from solvers.cdr_jit import jit_options  # noqa: E402
+from solvers.cdr_reaction import ReactionTable, reaction_sum, sample_simplex  # noqa: E402
+from solvers.cdr_settings import DEFAULTS, FACTS, CDRSettings  # noqa: E402
 
 
 @dataclass

@@ -25,9 +25,9 @@ from solvers.common.cli import (
     RankZeroParser,
     exit_now,
     signal_name,
+    start_mpi,
     stop_on_signals,
 )
-from solvers.common.mpi_network import configure_mpi_network
 from solvers.common.toml import parse_assignments, read_toml
 from solvers.errors import (
     Interrupted,
@@ -54,8 +54,10 @@ def read_parameters(path: str) -> np.ndarray:
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"parameter file {path!r} is a folder")
-    if not p.is_file():
+    if not p.exists():
         raise UsageError(f"parameter file {path!r} does not exist")
+    if not p.is_file():         # /dev/stdin, a pipe or process substitution, /dev/null
+        return _read_stream(path)
     try:
         if p.stat().st_size == 0:
             raise UsageError(f"parameter file {path!r} is empty")
@@ -89,6 +91,33 @@ def read_parameters(path: str) -> np.ndarray:
     if y.size == 0:
         raise UsageError(f"parameter file {path!r} holds no numbers")
     return y
+
+
+def _read_stream(path: str) -> np.ndarray:
+    """Parameters from a file that is not a regular one (a pipe, ``<(...)``, a device): read
+    at most 64 x MAX_PARAMETER_ENTRIES bytes into memory, then parsed as a regular file
+    (``.npy`` by its magic bytes, else text)."""
+    import tempfile
+
+    limit = 64 * MAX_PARAMETER_ENTRIES
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read parameters from {path!r}: {exc.strerror}") from None
+    if not data:
+        raise UsageError(f"parameter file {path!r} is empty (nothing could be read from it)")
+    if len(data) > limit:
+        raise UsageError(f"parameter file {path!r} holds more than {limit} bytes, too large "
+                         "for a parameter vector")
+    suffix = ".npy" if data.startswith(b"\x93NUMPY") else ".txt"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / f"params{suffix}"
+        copy.write_bytes(data)
+        try:
+            return read_parameters(str(copy))
+        except UsageError as exc:
+            raise UsageError(str(exc).replace(repr(str(copy)), repr(path))) from None
 
 
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
@@ -176,12 +205,9 @@ def _solve(problem: Any, solver: Any, y: np.ndarray, args: argparse.Namespace
 
 
 def _run(args: argparse.Namespace) -> None:
-    import dolfinx_solver  # noqa: F401  (before mpi4py)
-    from mpi4py import MPI
-
     from solvers.plugins import resolve_problem
 
-    comm = MPI.COMM_WORLD
+    comm = start_mpi("solve-pde").COMM_WORLD
     stop_on_signals()
     settings = read_toml(args.config, SolverSettingsError) if args.config is not None else {}
     settings.update(parse_set_options(args.settings))
@@ -206,7 +232,6 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0, or exits with 2 (bad input), 1 (solve failed) or 128 + signal
     (interrupted)."""
-    configure_mpi_network()  # before MPI is initialised (in _run)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -43,14 +43,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import dolfinx_solver  # noqa: F401  (loads the matching MPI before mpi4py/petsc4py)
-import numpy as np
-import scipy.sparse as sp
-from mpi4py import MPI
-from petsc4py import PETSc
+from solvers.common.mpi_network import init_mpi
 
-from solvers.base import SolveError, SolverSettingsError, check_parameter_vector
-from solvers.dcr_settings import DEFAULTS, FACTS, DCRSettings
+init_mpi()  # loopback MPI for single-node runs, then dolfinx_solver (MPI before PETSc/dolfinx)
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+from petsc4py import PETSc  # noqa: E402
+
+from solvers.base import SolveError, SolverSettingsError, check_parameter_vector  # noqa: E402
+from solvers.dcr_settings import DEFAULTS, FACTS, DCRSettings  # noqa: E402
 
 #: "auto" uses ICC up to this many nodes on one rank, else GAMG. Measured per sample (CG,
 #: rtol 1e-10, CPU seconds): 60,025 nodes ICC(1) 88 its 0.12 s vs GAMG 16 its 0.14 s;

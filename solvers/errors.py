@@ -39,6 +39,11 @@ class SolverSettingsError(ConfigError):
     """A solver setting (mesh size, time step, ...) is invalid."""
 
 
+class MPIStartError(RunError):
+    """MPI cannot start in this environment (e.g. a file-size limit too small for its
+    shared-memory files); raised before MPI_Init, which would abort with a stack dump."""
+
+
 class SolveError(RunError):
     """A sample could not be solved (Newton or Krylov failure); never returned as numbers.
 

@@ -660,10 +660,9 @@ class Problem:
         """
         self.check_settings(settings)
         if comm is None:
-            import dolfinx_solver  # noqa: F401  (loads the matching MPI before mpi4py)
-            from mpi4py import MPI
+            from solvers.common.mpi_network import init_mpi
 
-            comm = MPI.COMM_SELF
+            comm = init_mpi().COMM_SELF  # loopback MPI for single-node runs
         estimate = self.memory_estimate(comm.size, **settings)
         if estimate is not None:
             check_memory(estimate, f"{self.label} with settings {settings}")

@@ -28,6 +28,7 @@ from surrogate.errors import NonFiniteModelError, SurrogateFormatError
 from surrogate.metadata import (
     METADATA_FILE,
     WEIGHTS_FILE,
+    is_ensemble,
     new_metadata,
     read_metadata,
     weights_path,
@@ -177,6 +178,9 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu"
     """
     directory = Path(directory)
     meta = read_metadata(directory)
+    if is_ensemble(meta):
+        raise SurrogateFormatError(f"{directory} holds an ensemble (members in "
+                                   f"{directory / 'members'}): load it with surrogate.load")
     wpath = weights_path(directory, meta)
     if not wpath.is_file():
         raise SurrogateFormatError(f"{wpath}: weights file missing")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from solvers.errors import InputError, RunError, UsageError, VarproError
 
 __all__ = ["EvaluationError", "ExportCheckError", "ExportError", "NonFiniteModelError",
-           "NormalizationError", "RequestError", "SurrogateFormatError", "UsageError",
-           "VarproError"]
+           "NormalizationError", "ReportWriteError", "RequestError", "SurrogateFormatError",
+           "UsageError", "VarproError"]
 
 
 class SurrogateFormatError(InputError):
@@ -27,6 +27,10 @@ class NormalizationError(InputError):
 
 class EvaluationError(InputError):
     """An evaluation request that cannot be carried out (bad option, unusable model or data)."""
+
+
+class ReportWriteError(RunError):
+    """The evaluation report or a figure cannot be written (disk full, a file-size limit)."""
 
 
 class RequestError(InputError):

@@ -12,6 +12,12 @@ Layout (format ``varpro-surrogates/separable``, :data:`FORMAT_VERSION`)::
                                   units), see :func:`parameter_box`
     outputs                       observable names and coordinates
 
+An ensemble (``train-surrogate --ensemble K``, issue 19) is format version
+:data:`ENSEMBLE_FORMAT_VERSION` (2): no weights of its own, ``model`` is the members' common
+architecture, and ``ensemble`` lists the members (``path`` of a version-1 model directory
+inside it, ``seed``, ``metadata_sha256``) with the calibration factor ``std_scale``; see
+:mod:`surrogate.ensemble`. Single models stay version 1.
+
 Everything that reads a field of it (the loader, evaluate-surrogate, the UQ models, the
 PDE model) goes through the functions here, so that a field is looked up in one place;
 files written before ``inputs``/``outputs`` moved to the top level (they were under
@@ -33,6 +39,8 @@ from surrogate.errors import SurrogateFormatError
 
 FORMAT_NAME = "varpro-surrogates/separable"
 FORMAT_VERSION = 1
+#: format version of an ensemble directory (members in sub-folders, see surrogate.ensemble)
+ENSEMBLE_FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
 
@@ -120,6 +128,43 @@ def new_metadata(model_config: dict, weights_sha256: str, training: dict | None 
     return meta
 
 
+def new_ensemble_metadata(model_config: dict, members: list[dict[str, Any]], *,
+                          std_scale: float, ddof: int = 1, calibration: dict | None = None,
+                          training: dict | None = None, inputs: dict | None = None,
+                          outputs: dict | None = None) -> dict[str, Any]:
+    """A metadata dict of an ensemble directory (format version 2, see the module docstring).
+
+    Parameters
+    ----------
+    model_config : dict
+        The members' common architecture (``SeparableModel.config()`` of member 0).
+    members : list of dict
+        ``{"path": "members/k", "seed": int, "metadata_sha256": str}`` per member.
+    std_scale : float
+        Calibration factor of the members' spread (``std = std_scale * std_raw``).
+    ddof : int
+        Delta degrees of freedom of the spread (divisor K - ddof).
+    calibration : dict, optional
+        How ``std_scale`` was fitted (split, coverage before and after, ...).
+    """
+    import torch
+
+    meta: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "model": model_config,
+        "ensemble": {"size": len(members), "members": members, "std_scale": float(std_scale),
+                     "ddof": int(ddof), "calibration": calibration or {}},
+        "training": training or {},
+        "torch_version": torch.__version__,
+    }
+    if inputs is not None:
+        meta["inputs"] = inputs
+    if outputs is not None:
+        meta["outputs"] = outputs
+    return meta
+
+
 def write_metadata(directory: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write ``meta`` to ``directory/metadata.json`` atomically; returns the path."""
     path = Path(directory) / METADATA_FILE
@@ -148,11 +193,15 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise SurrogateFormatError(f"{path}: not a {FORMAT_NAME} metadata file")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, ENSEMBLE_FORMAT_VERSION) or isinstance(version, bool):
         raise SurrogateFormatError(
-            f"{path}: unsupported format version {version!r} (this package reads version "
-            f"{FORMAT_VERSION})")
+            f"{path}: unsupported format version {version!r} (this package reads versions "
+            f"{FORMAT_VERSION} and {ENSEMBLE_FORMAT_VERSION})")
+    if version == ENSEMBLE_FORMAT_VERSION:
+        _check_ensemble_entry(path, meta)
     for key, kind in _REQUIRED.items():
+        if key == "weights_sha256" and version == ENSEMBLE_FORMAT_VERSION:
+            continue
         node: Any = meta
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
@@ -166,6 +215,41 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         raise SurrogateFormatError(f"{path}: weights_file must be a file name in the model "
                                    f"directory, got {name!r}")
     return meta
+
+
+def is_ensemble(meta: dict[str, Any]) -> bool:
+    """Whether ``meta`` (read by :func:`read_metadata`) describes an ensemble directory."""
+    return meta.get("format_version") == ENSEMBLE_FORMAT_VERSION
+
+
+def ensemble_entry(meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``ensemble`` entry of an ensemble's metadata ({} for a single model)."""
+    entry = meta.get("ensemble") if is_ensemble(meta) else None
+    return entry if isinstance(entry, dict) else {}
+
+
+def _check_ensemble_entry(path: Path, meta: dict[str, Any]) -> None:
+    """The ``ensemble`` entry: members with a relative ``path`` inside the folder and a
+    ``metadata_sha256``, at least 2 of them, a positive finite ``std_scale``."""
+    entry = meta.get("ensemble")
+    if not isinstance(entry, dict):
+        raise SurrogateFormatError(f"{path}: key 'ensemble' must be a JSON object")
+    members = entry.get("members")
+    if not isinstance(members, list) or len(members) < 2:
+        raise SurrogateFormatError(f"{path}: key 'ensemble.members' must list at least 2 "
+                                   "members")
+    for k, m in enumerate(members):
+        sub = m.get("path") if isinstance(m, dict) else None
+        if not isinstance(sub, str) or not sub or Path(sub).is_absolute() \
+                or ".." in Path(sub).parts or not isinstance(m.get("metadata_sha256"), str):
+            raise SurrogateFormatError(f"{path}: ensemble member {k} needs a 'path' inside the "
+                                       f"model directory and a 'metadata_sha256', got "
+                                       f"{str(m)[:80]!r}")
+    scale = entry.get("std_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not (
+            0 < scale < float("inf")):
+        raise SurrogateFormatError(f"{path}: key 'ensemble.std_scale' must be a positive "
+                                   f"number, got {scale!r}")
 
 
 def weights_path(directory: str | os.PathLike, meta: dict[str, Any]) -> Path:
@@ -252,19 +336,58 @@ def parameter_box(meta: dict[str, Any], split: Any | None = None) -> ParameterBo
 
 def solver_provenance(meta: dict[str, Any]) -> SolverProvenance | None:
     """The training data's solver provenance, or None for data without it (.npz/.mat files,
-    or a file whose attributes are not those of ``generate-dataset``)."""
+    or a file whose attributes are not those of ``generate-dataset``: no ``config``
+    attribute, or one without solver settings).
+
+    Raises
+    ------
+    SurrogateFormatError
+        Provenance that is there but damaged (edited metadata.json): a ``config`` that is not
+        a JSON object, a problem that is not a name, solver settings that are not a table, a
+        seed that is not an integer >= 0, a sample count that is not an integer >= 1.
+    """
     attrs = training_data_record(meta).get("attrs") or {}
+    if not isinstance(attrs, dict) or "config" not in attrs:
+        return None
+    where = f"{METADATA_FILE}: training.data.attrs"
     try:
         config = json.loads(attrs["config"])
-        problem, settings = config["problem"], config["solver"]
-        seed, n_samples = int(attrs["seed"]), int(attrs["n_samples"])
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-        return None
+    except (TypeError, ValueError, RecursionError):
+        raise SurrogateFormatError(f"{where}.config is not valid JSON ("
+                                   f"{str(attrs['config'])[:60]!r}): the provenance was "
+                                   "damaged") from None
+    if not isinstance(config, dict):
+        raise SurrogateFormatError(f"{where}.config must be a JSON object")
+    if "solver" not in config:
+        return None                               # not a generate-dataset file
+    problem, settings = config.get("problem"), config["solver"]
     if not isinstance(problem, str) or not isinstance(settings, dict):
-        return None
+        raise SurrogateFormatError(f"{where}.config: problem must be a name and solver a "
+                                   f"table, got {str(problem)[:40]!r} and "
+                                   f"{type(settings).__name__}")
+    seed, n_samples = _whole(attrs.get("seed")), _whole(attrs.get("n_samples"))
+    if seed is None or not 0 <= seed < 2**63:
+        raise SurrogateFormatError(f"{where}.seed must be an integer in [0, 2^63), got "
+                                   f"{str(attrs.get('seed'))[:40]!r}")
+    if n_samples is None or n_samples < 1:
+        raise SurrogateFormatError(f"{where}.n_samples must be an integer >= 1, got "
+                                   f"{str(attrs.get('n_samples'))[:40]!r}")
     plugin = config.get("plugin")
     return SolverProvenance(problem, settings, seed, n_samples,
                             plugin if isinstance(plugin, dict) else None)
+
+
+def _whole(value: Any) -> int | None:
+    """An integer attribute (an int, a whole float, or decimal digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 30:
+        return int(value)
+    return None
 
 
 def io_metadata_from_dataset(ds: Any, y_train: np.ndarray) -> dict[str, dict]:

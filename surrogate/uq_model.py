@@ -19,19 +19,39 @@ mirror's forward mode for every batch size (faster than torch's), else one torch
 Inputs are checked: a non-numeric, complex or boolean dtype, a wrong shape, NaN or inf raise
 ValueError naming the problem; inputs outside the training parameter box (metadata
 ``"inputs"``, contract 1) give an :class:`OutOfBoxWarning`, or a ValueError with ``strict=True``.
+
+Threads
+-------
+Every public method of :class:`SurrogateModel` may be called from many threads at once (a
+UM-Bridge server's worker pool, a threaded sampler) and returns what a sequential call returns.
+torch's forward-mode AD keeps its dual levels in one process-global table, so two threads in
+``torch.func.jvp`` at once corrupt each other's tangents (wrong numbers or "forward AD level"
+errors); every torch forward-mode call of this module therefore runs under one module-level
+lock (:data:`FORWARD_AD_LOCK`). The NumPy mirror, the torch values and reverse mode
+(:meth:`~SurrogateModel.vjp`) need no lock and run in parallel.
+
+Sizes
+-----
+An empty batch (0 rows) gives empty results of the usual shapes. Before a large batch the
+memory of the result is estimated (values: n x n_out, Jacobians: n x n_out x n_in float64
+numbers, twice) and a batch that cannot fit is refused with a ValueError naming the row count;
+the torch path runs in blocks of :data:`TORCH_BLOCK` rows, so its intermediates stay bounded.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 
 import numpy as np
 import torch
 
+from solvers.common.memory import check_memory
 from solvers.common.validation import check_batch
+from solvers.errors import InputError, UsageError
 from surrogate.artifact import load_model
-from surrogate.metadata import io_entries, parameter_box
+from surrogate.metadata import io_entries, is_ensemble, parameter_box, read_metadata
 from surrogate.numpy_forward import build_numpy_forward
 
 
@@ -41,6 +61,19 @@ class OutOfBoxWarning(UserWarning):
 
 #: the input validator of every prediction entry point (see :mod:`solvers.common.validation`)
 check_inputs = check_batch
+
+#: serialises torch forward-mode AD (its dual levels are process-global, not per thread)
+FORWARD_AD_LOCK = threading.Lock()
+#: rows per block of the torch path for large batches (bounds the intermediate tensors)
+TORCH_BLOCK = 65_536
+#: bytes per float64 result value in the memory estimate (the result and one copy)
+BYTES_PER_RESULT_VALUE = 16
+
+
+def _locked_jvp(fn, primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    """``torch.func.jvp(fn, (primal,), (tangent,))[1]`` under :data:`FORWARD_AD_LOCK`."""
+    with FORWARD_AD_LOCK:
+        return torch.func.jvp(fn, (primal,), (tangent,))[1].detach()
 
 
 class SurrogateModel:
@@ -150,20 +183,47 @@ class SurrogateModel:
         """Forward mode on torch, all d input directions in one batched jvp (each sample
         repeated d times with the unit tangents), shape (n, m, d)."""
         n, d = y.shape
-        Y = self._tensor(np.repeat(y, d, axis=0))                       # (n d, d)
-        E = self._tensor(np.tile(np.eye(d), (n, 1)))
-        jv = torch.func.jvp(self._phys, (Y,), (E,))[1]                  # (n d, m)
-        J = jv.reshape(n, d, -1).transpose(1, 2)
-        return J.detach().cpu().numpy().astype(np.float64)
+        J = np.empty((n, self.n_out, d))
+        block = max(1, TORCH_BLOCK // max(d, 1))
+        for i in range(0, n, block):
+            part = y[i:i + block]
+            Y = self._tensor(np.repeat(part, d, axis=0))                # (k d, d)
+            E = self._tensor(np.tile(np.eye(d), (len(part), 1)))
+            jv = _locked_jvp(self._phys, Y, E)                          # (k d, m)
+            J[i:i + block] = jv.reshape(len(part), d, -1).transpose(1, 2).cpu().numpy()
+        return J
+
+    def _torch_values(self, y: np.ndarray) -> np.ndarray:
+        """The torch network's prediction (n, m), in blocks of :data:`TORCH_BLOCK` rows (one
+        call, bitwise ``torch_model.predict``, up to that size)."""
+        if y.shape[0] <= TORCH_BLOCK:
+            return self.torch_model.predict(y)
+        out = np.empty((y.shape[0], self.n_out))
+        for i in range(0, y.shape[0], TORCH_BLOCK):
+            out[i:i + TORCH_BLOCK] = self.torch_model.predict(y[i:i + TORCH_BLOCK])
+        return out
+
+    def _guard(self, n: int, per_row: int, what: str) -> None:
+        """Refuse (InputError, a ValueError) a batch whose results cannot fit in memory."""
+        if n * per_row * BYTES_PER_RESULT_VALUE > 1 << 26:       # only look above 64 MiB
+            check_memory(float(n) * per_row * BYTES_PER_RESULT_VALUE,
+                         f"{what} of {n} samples ({per_row} float64 values per sample)",
+                         error=InputError)
 
     def _value_and_jacobian(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """NumPy forward mode for any batch size (chunks of 1024 samples), else torch."""
+        n, d = y.shape
+        self._guard(n, self.n_out * (d + 1), "a Jacobian")
+        if n == 0:
+            return np.empty((0, self.n_out)), np.empty((0, self.n_out, d))
         if self._fast is None:
-            return self.torch_model.predict(y), self._torch_jacobian(y)
-        if y.shape[0] <= 1024:
+            return self._torch_values(y), self._torch_jacobian(y)
+        if n <= 1024:
             return self._fast.value_and_jacobian(y)
-        parts = [self._fast.value_and_jacobian(y[i:i + 1024]) for i in range(0, len(y), 1024)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        c, J = np.empty((n, self.n_out)), np.empty((n, self.n_out, d))
+        for i in range(0, n, 1024):
+            c[i:i + 1024], J[i:i + 1024] = self._fast.value_and_jacobian(y[i:i + 1024])
+        return c, J
 
     # ------------------------------------------------------------------ public
     def __call__(self, y) -> np.ndarray:
@@ -179,10 +239,11 @@ class SurrogateModel:
         """
         single = np.ndim(y) == 1
         arr = self._check(y)
+        self._guard(arr.shape[0], self.n_out, "a prediction")
         if self._fast is not None and arr.shape[0] <= self.fast_max_batch:
             c = self._fast.value(arr)
         else:
-            c = self.torch_model.predict(arr)
+            c = self._torch_values(arr)
         return c[0] if single else c
 
     def jacobian(self, y) -> np.ndarray:
@@ -218,11 +279,18 @@ class SurrogateModel:
         single = np.ndim(y) == 1
         arr = self._check(y)
         V = self._check_vector(v, arr.shape[0], self.n_in, "v")
-        if self._fast is not None and arr.shape[0] <= self.fast_max_batch:
+        n = arr.shape[0]
+        self._guard(n, self.n_out, "a Jacobian-vector product")
+        if n == 0:
+            out = np.empty((0, self.n_out))
+        elif self._fast is not None and n <= self.fast_max_batch:
             out = np.einsum("nmd,nd->nm", self._fast.value_and_jacobian(arr)[1], V)
         else:
-            jv = torch.func.jvp(self._phys, (self._tensor(arr),), (self._tensor(V),))[1]
-            out = jv.detach().cpu().numpy().astype(np.float64)
+            out = np.empty((n, self.n_out))
+            for i in range(0, n, TORCH_BLOCK):
+                jv = _locked_jvp(self._phys, self._tensor(arr[i:i + TORCH_BLOCK]),
+                                 self._tensor(np.ascontiguousarray(V[i:i + TORCH_BLOCK])))
+                out[i:i + TORCH_BLOCK] = jv.cpu().numpy()
         return out[0] if single else out
 
     def vjp(self, y, w) -> np.ndarray:
@@ -240,15 +308,26 @@ class SurrogateModel:
         single = np.ndim(y) == 1
         arr = self._check(y)
         Wv = self._check_vector(w, arr.shape[0], self.n_out, "w")
-        if self._fast is not None and arr.shape[0] <= self.fast_max_batch:
+        n = arr.shape[0]
+        self._guard(n, self.n_out + self.n_in, "a vector-Jacobian product")
+        if n == 0:
+            out = np.empty((0, self.n_in))
+        elif self._fast is not None and n <= self.fast_max_batch:
             out = np.einsum("nmd,nm->nd", self._fast.value_and_jacobian(arr)[1], Wv)
         else:
-            pullback = torch.func.vjp(self._phys, self._tensor(arr))[1]
-            (g,) = pullback(self._tensor(np.ascontiguousarray(Wv)))
-            out = g.detach().cpu().numpy().astype(np.float64)
+            out = np.empty((n, self.n_in))
+            for i in range(0, n, TORCH_BLOCK):
+                pullback = torch.func.vjp(self._phys, self._tensor(arr[i:i + TORCH_BLOCK]))[1]
+                (g,) = pullback(self._tensor(np.ascontiguousarray(Wv[i:i + TORCH_BLOCK])))
+                out[i:i + TORCH_BLOCK] = g.detach().cpu().numpy()
         return out[0] if single else out
 
-    def predict(self, y) -> np.ndarray:
+    @property
+    def has_std(self) -> bool:
+        """Whether :meth:`predict` can return a predictive std (ensembles only)."""
+        return False
+
+    def predict(self, y, return_std: bool = False) -> np.ndarray:
         """Observables in physical units, always by the torch network (the reference path,
         on ``device``; bitwise what training evaluated). :meth:`__call__` gives the same
         values up to round-off, faster for small batches.
@@ -256,13 +335,22 @@ class SurrogateModel:
         Parameters
         ----------
         y : array_like, shape (n, n_in) or (n_in,)
+        return_std : bool
+            Also return the predictive standard deviation: ensembles only
+            (:class:`surrogate.ensemble.EnsembleSurrogate`); a single model raises ValueError.
 
         Returns
         -------
         numpy.ndarray, shape (n, n_out) or (n_out,), float64
         """
+        if return_std:
+            raise UsageError("predict(y, return_std=True): this surrogate is a single model "
+                             "and has no predictive standard deviation; train an ensemble "
+                             "with train-surrogate --ensemble K")
         single = np.ndim(y) == 1
-        c = self.torch_model.predict(self._check(y))
+        arr = self._check(y)
+        self._guard(arr.shape[0], self.n_out, "a prediction")
+        c = self._torch_values(arr)
         return c[0] if single else c
 
     def describe(self) -> dict:
@@ -286,7 +374,8 @@ def load(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
     ----------
     model_dir : path
         Directory with ``weights.npz`` and ``metadata.json`` (format version and SHA-256 are
-        checked).
+        checked), or an ensemble directory (``train-surrogate --ensemble K``): then an
+        :class:`surrogate.ensemble.EnsembleSurrogate` (``predict(y, return_std=True)``).
     device : str or torch.device
         Device of the torch path (large batches); small batches run NumPy on the CPU.
     strict : bool
@@ -297,6 +386,10 @@ def load(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
     surrogate.artifact.SurrogateFormatError
         Missing, tampered or wrong-version model directory.
     """
+    if is_ensemble(read_metadata(model_dir)):              # train-surrogate --ensemble K
+        from surrogate.ensemble import load_ensemble
+
+        return load_ensemble(model_dir, device=device, strict=strict)
     model, meta = load_model(model_dir, device=device)
     return SurrogateModel(model, meta, strict=strict)
 

@@ -8,7 +8,8 @@ functions count too)::
     2  datasets.*                              sampling, MPI generation, storage (no torch)
     3  surrogate.*  (core)                     models, artifact, metadata, metrics, load()
     4  train.*                                 VarPro training, train-surrogate
-    5  surrogate.evaluation.*, surrogate.serving.*, surrogate.export.*   (above training)
+    5  surrogate.evaluation.*, surrogate.serving.*, surrogate.export.*,
+       surrogate.refinement.*                  (above training)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("solvers", "datasets", "surrogate", "train")
-TOP = ("surrogate.evaluation", "surrogate.serving", "surrogate.export")
+TOP = ("surrogate.evaluation", "surrogate.serving", "surrogate.export", "surrogate.refinement")
 
 
 def layer(module: str) -> int:

@@ -4,9 +4,11 @@ A plain ``pytest`` run (1 rank) skips them with a message; ``make test`` runs th
 ``mpiexec -n 2 python -m pytest -m mpi``.
 """
 
-import dolfinx_solver  # noqa: F401  (must come before mpi4py/petsc4py)
 import pytest
-from mpi4py import MPI
+
+from solvers.common.mpi_network import init_mpi
+
+MPI = init_mpi()  # MPI on loopback (as every entry point), before mpi4py/petsc4py
 
 
 def pytest_collection_modifyitems(config, items):

@@ -60,9 +60,26 @@ class Checkpoint:
 
 
 def save_checkpoint(out: str | Path, run_fingerprint: str, ckpt: Checkpoint) -> None:
-    """Write ``out/checkpoint`` (atomic per file, ``state.json`` last)."""
+    """Write ``out/checkpoint`` (atomic per file, ``state.json`` last). If a write fails
+    (disk full), the files this call wrote are removed again, so the folder holds exactly the
+    previous checkpoint (or, before the first one, no ``checkpoint`` folder)."""
     d = Path(out) / CHECKPOINT_DIR
+    created = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
+    before = {f.name for f in d.iterdir()}
+    try:
+        _write_checkpoint(d, run_fingerprint, ckpt)
+    except BaseException:
+        for f in d.iterdir():
+            if f.name not in before:
+                f.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+
+
+def _write_checkpoint(d: Path, run_fingerprint: str, ckpt: Checkpoint) -> None:
+    """The files of :func:`save_checkpoint` in the folder ``d``."""
     digests: dict[str, str] = {}
     files: dict[str, str | None] = {"model": None, "best": None}
     for role, model in (("model", ckpt.model), ("best", ckpt.best_model)):

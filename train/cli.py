@@ -23,7 +23,13 @@ from pathlib import Path
 
 import torch
 
-from solvers.common.cli import BAD_INPUT, FAILURE, RankZeroParser, os_error_message
+from solvers.common.cli import (
+    BAD_INPUT,
+    FAILURE,
+    RankZeroParser,
+    os_error_message,
+    path_argument,
+)
 from solvers.errors import InputError, UsageError
 from surrogate.device import resolve_device
 from surrogate.errors import NonFiniteModelError
@@ -64,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model of a different run already in OUT (the same run "
                    "again replaces its own model without this option)")
-    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--ensemble", type=int, metavar="K", help="train K >= 2 independently "
+                   "seeded members (seeds derived from --seed) into one model directory: "
+                   "predictive uncertainty, model.predict(y, return_std=True)")
+    p.add_argument("--out", required=True, type=path_argument,
+                   help="output model directory")
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
                    "choice; 1 is often fastest for these small networks on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
@@ -100,6 +110,9 @@ def options(args: argparse.Namespace) -> RunOptions:
     methods = compare_methods(args.methods) if args.compare else (args.method,)
     if args.methods is not None and not args.compare:
         raise UsageError("--methods selects the methods of --compare; use --method for one")
+    if args.ensemble is not None and (args.ensemble < 2 or args.compare):
+        raise UsageError(f"--ensemble {args.ensemble}: needs K >= 2 members and one --method"
+                         if not args.compare else "--ensemble and --compare exclude each other")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")
     device = resolve_device(args.device)
@@ -110,7 +123,7 @@ def options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(data=args.data, methods=methods, out=Path(args.out), compare=args.compare,
                       config=args.config, preset=args.preset, device=device, seed=args.seed,
                       resume=args.resume, restart=args.restart, overwrite=args.overwrite,
-                      stream=None if args.quiet else sys.stdout)
+                      stream=None if args.quiet else sys.stdout, ensemble=args.ensemble or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

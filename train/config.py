@@ -1,13 +1,14 @@
 """Training configuration: SPEC section 4 defaults per problem, overridable by a TOML file.
 
 A ``train.toml`` may contain any of the sections and keys below; unknown sections or keys and
-values of the wrong type are refused. Keys whose default is ``"auto"`` are resolved from the
-preset (widths and budgets per problem: :data:`PROBLEM_DEFAULTS`,
-:data:`DEFAULT_PRESET_PROBLEM`; any other problem gets the CDR sizes) and from the facts the
-problem declares, which come with the data (:attr:`datasets.split_data.SplitData.facts`:
-recorded by generate-dataset, else the registered problem's): its periodic parameters, its
-default split and its training hints (``standardize_inputs``, ``center_targets``,
-``periodic_inputs``; where it declares none, :data:`TRAINER_DEFAULTS`)::
+values of the wrong type are refused. Keys whose default is ``"auto"`` (they also accept the
+value ``"auto"``, so the template below can be copied as it is) are resolved from the preset
+(widths and budgets per problem: :data:`PROBLEM_DEFAULTS`, :data:`DEFAULT_PRESET_PROBLEM`; any
+other problem gets the CDR sizes) and from the facts the problem declares, which come with the
+data (:attr:`datasets.split_data.SplitData.facts`: recorded by generate-dataset, else the
+registered problem's): its periodic parameters, its default split and its training hints
+(``standardize_inputs``, ``center_targets``, ``periodic_inputs``; where it declares none,
+:data:`TRAINER_DEFAULTS`)::
 
     [model]
     architecture = "neural_ode"      # or "resnet" (slimTrain appendix B)
@@ -245,7 +246,8 @@ PRESETS = ("default", "paper")
 def _check_value(where: str, section: str, key: str, value: Any) -> Any:
     expected = _TYPES.get(key, float)
     if value == AUTO:
-        raise ConfigError(f"{where}: write the value instead of {AUTO!r} or leave the key out")
+        raise ConfigError(f"{where}: {AUTO!r} is not a value of this key (its default is not "
+                          f"{AUTO!r}): write the value or leave the key out")
     if key == "work_units_per_level" and isinstance(value, list):
         if not value or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                 and v > 0 for v in value):
@@ -299,6 +301,9 @@ def merge_config(user: dict, source: str = "config") -> dict:
             if key not in cfg[section]:
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: "
                                   f"{', '.join(cfg[section])})")
+            if value == AUTO and DEFAULTS[section][key] == AUTO:
+                cfg[section][key] = AUTO      # as shown in the template: the default
+                continue
             cfg[section][key] = _check_value(f"{source}: {section}.{key}", section, key, value)
     _check_slimtrain(cfg["slimtrain"], source)
     return cfg
@@ -310,8 +315,9 @@ def _check_slimtrain(st: dict, source: str) -> None:
     for key, low in positive.items():
         if st[key] < low:
             raise ConfigError(f"{source}: slimtrain.{key} must be >= {low}, got {st[key]!r}")
-    if st["epochs"] != AUTO and st["epochs"] < 0:
-        raise ConfigError(f"{source}: slimtrain.epochs must be >= 0, got {st['epochs']!r}")
+    if st["epochs"] != AUTO and st["epochs"] < 1:
+        raise ConfigError(f"{source}: slimtrain.epochs must be >= 1 (0 would save an untrained "
+                          f"model), got {st['epochs']!r}")
     if st["memory"] < 0:
         raise ConfigError(f"{source}: slimtrain.memory must be >= 0, got {st['memory']!r}")
     for key in ("lr",):

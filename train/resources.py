@@ -11,7 +11,11 @@ targets, ``b`` bytes per network number):
 - the autograd graph of one forward pass over the training set kept for the Jacobian
   products (GN methods; ADAM: one mini-batch), about ``60 n w d b``, and the per-node
   layer matrices ``6 (d + 1) w^2 b``;
-- data, residuals and features in float64, ``8 (6 n m + 3 n (w + 1))``.
+- data, residuals and features in float64, ``8 (6 n m + 3 n (w + 1))``;
+- slimTrain (its own network: ``[slimtrain]`` width and depth, :func:`train.config.
+  slimtrain_model_config`): ADAM's moments of theta, the slimTik memory of ``r + 1``
+  batches of ``b`` features ``8 (r + 1) b (w + 1)``, its SVD and normal-equation matrices
+  ``8 (3 (w + 1)^2 + 4 m (w + 1))``, and the autograd graph of one batch.
 
 It is an order-of-magnitude guard against settings that cannot fit (``width = 100000`` needs
 terabytes), not a prediction of the peak.
@@ -23,6 +27,7 @@ import os
 
 import torch
 
+from train.config import slimtrain_model_config
 from train.errors import MemoryEstimateError
 
 GIB = 1024**3
@@ -43,6 +48,8 @@ def estimate_training_bytes(cfg: dict, method: str, n_train: int, n_in: int, n_o
     dict term -> bytes, with the keys "parameters", "optimizer", "activations", "data" and
     "total".
     """
+    if method == "slimtrain":
+        cfg = slimtrain_model_config(cfg)  # slimTrain trains its own network
     mc = cfg["model"]
     w = int(mc["width"])
     m = cfg.get(method, {})             # a method without a section of its own: ADAM-like
@@ -50,7 +57,11 @@ def estimate_training_bytes(cfg: dict, method: str, n_train: int, n_in: int, n_o
     d = int(max(levels))
     b = 4 if mc["dtype"] == "float32" else 8
     n_par = parameter_count(mc["architecture"], n_in, w, d)
-    if "r_max" in m:
+    if method == "slimtrain":
+        rows = (int(m["memory"]) + 1) * min(int(m["batch_size"]), n_train)
+        optimizer = 2.0 * b * n_par + 8.0 * (rows * (w + 1) + 3 * (w + 1) ** 2
+                                             + 4 * n_out * (w + 1))
+    elif "r_max" in m:
         r = min(int(m["r_max"]), int(max(_as_list(m.get("work_units_per_level", 400))) // 2) + 1)
         size = n_par + (n_out * (w + 1) if method == "gn" else 0)
         optimizer = 8.0 * r * size
@@ -112,11 +123,17 @@ def check_memory(cfg: dict, method: str, n_train: int, n_in: int, n_out: int,
         return
     worst = max((k for k in est if k != "total"), key=est.__getitem__)
     mc = cfg["model"]
+    network = f"model.width = {mc['width']}, model.levels = {mc['levels']}"
+    culprit = _CULPRITS[worst].format(method=method)
+    if method == "slimtrain":                      # its own network: [slimtrain] width, depth
+        st = cfg["slimtrain"]
+        network = f"slimtrain.width = {st['width']}, slimtrain.depth = {st['depth']}"
+        culprit = culprit.replace("model.width", "slimtrain.width").replace(
+            "model.levels[-1]", "slimtrain.depth").replace("model.levels", "slimtrain.depth")
     raise MemoryEstimateError(
-        f"{method} with model.width = {mc['width']}, model.levels = {mc['levels']} on "
-        f"{n_train} training samples needs about {est['total'] / GIB:.3g} GiB "
-        f"({worst}: {est[worst] / GIB:.3g} GiB), more than the {free / GIB:.3g} GiB free on "
-        f"{device}; reduce {_CULPRITS[worst].format(method=method)}")
+        f"{method} with {network} on {n_train} training samples needs about "
+        f"{est['total'] / GIB:.3g} GiB ({worst}: {est[worst] / GIB:.3g} GiB), more than the "
+        f"{free / GIB:.3g} GiB free on {device}; reduce {culprit}")
 
 
 def _as_list(budget) -> list[float]:

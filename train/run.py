@@ -11,6 +11,8 @@ GNvpro table 2 rows (:mod:`train.summary`). A model folder receives ``weights.np
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import sys
 import time
@@ -27,7 +29,7 @@ from datasets.reader import open_dataset
 from datasets.split_data import SplitData, load_split_data
 from solvers.common.atomic import write_text_atomic
 from solvers.errors import UsageError
-from surrogate.artifact import save_surrogate
+from surrogate.artifact import save_surrogate, state_to_npz_bytes
 from surrogate.errors import NonFiniteModelError
 from surrogate.metadata import io_metadata_from_dataset
 from surrogate.metrics import ERROR_DEFINITION
@@ -91,6 +93,7 @@ class RunOptions:
     restart: bool = False
     overwrite: bool = False
     stream: TextIO | None = None
+    ensemble: int = 0            # K >= 2: an ensemble of K members (train.ensemble)
 
     def target(self, method: str) -> Path:
         """The model folder of ``method``."""
@@ -109,6 +112,14 @@ def run_fingerprint(method: str, cfg: dict, seed: int, data: SplitData) -> str:
     """Identity of a run (method, resolved configuration, seed, data and split)."""
     return fingerprint({"method": method, "config": cfg, "seed": seed,
                         "data": data.provenance["sha256"], "split": data.provenance["split"]})
+
+
+def warm_run_id(run_id: str, init: SeparableModel | None) -> str:
+    """The fingerprint of a run warm-started from ``init`` (``run_id`` itself without)."""
+    if init is None:
+        return run_id
+    digest = hashlib.sha256(state_to_npz_bytes(init.state_dict())).hexdigest()
+    return fingerprint({"run": run_id, "init": digest})
 
 
 def io_metadata(data: SplitData) -> dict:
@@ -200,7 +211,8 @@ def _save(out: Path, model: SeparableModel, meta: dict, data: SplitData, history
 
 
 def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, seed: int,
-              out: Path, resume: bool, stream: TextIO | None) -> dict:
+              out: Path, resume: bool, stream: TextIO | None,
+              init: SeparableModel | None = None) -> dict:
     """Train one method into ``out`` (an existing folder that :func:`run` has checked) and
     return its summary (the contents of ``summary.json``).
 
@@ -219,13 +231,18 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
         Continue from the checkpoint in ``out`` (it must belong to this run).
     stream : text stream or None
         Progress lines.
+    init : SeparableModel, optional
+        Warm start (adaptive refinement): train only the finest level, starting from a copy of
+        this model (its weights and normalisation); part of the run's fingerprint.
     """
-    run_id = run_fingerprint(method, cfg, seed, data)     # of the configuration as resolved
+    run_id = warm_run_id(run_fingerprint(method, cfg, seed, data), init)  # as resolved
     if method == "slimtrain":
         cfg = slimtrain_model_config(cfg)
     opt, levels = make_optimizer(method, cfg, seed)
     model = build_model(cfg, data, levels, seed, device)
     counter, start_level, wall0 = WorkCounter(), 0, 0.0
+    if init is not None:
+        model, start_level = copy.deepcopy(init).to(device), len(levels) - 1
     ckpt = load_checkpoint(out, run_id, device=device) if resume else None
     if ckpt is not None:
         model, start_level = ckpt.model, ckpt.completed_levels
@@ -319,6 +336,10 @@ def run(opts: RunOptions) -> list[dict]:
     Folders created by a run that fails are removed again (when empty).
     """
     cfg, data = load_run_data(opts)
+    if opts.ensemble:
+        from train.ensemble import run_ensemble
+
+        return [run_ensemble(opts, cfg, data)]
     plan = plan_outputs(opts, cfg, data)
     folders = CreatedFolders()
     try:

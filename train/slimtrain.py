@@ -113,9 +113,9 @@ class SlimTrain(Optimizer):
         self._restored: tuple[dict[str, torch.Tensor], dict] | None = None
 
     def _check(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.memory < 0 or not self.lr >= 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.memory < 0 or not self.lr >= 0:
             raise ValueError(
-                f"slimTrain settings: need epochs >= 0 (got {self.epochs!r}), batch_size >= 1 "
+                f"slimTrain settings: need epochs >= 1 (got {self.epochs!r}), batch_size >= 1 "
                 f"({self.batch_size!r}), memory >= 0 ({self.memory!r}), lr >= 0 ({self.lr!r})")
         if not 0 < self.lambda_min <= self.lambda_max:
             raise ValueError(f"slimTrain Lambda bounds [{self.lambda_min!r}, "

@@ -5,7 +5,7 @@
 ``validation``   the one input validator (parameter vectors and batches) and setting checks
 ``memory``       available memory and the memory guard used before large allocations
 ``cli``          the command-line runtime: rank-0 parser, signals, exit statuses
-``mpi_network``  keeps MPI's sockets on loopback for single-node runs
+``mpi_network``  ``init_mpi``: the one way to start MPI (sockets on loopback for one node)
 
 Every package (solvers, datasets, surrogate, train) uses these; they import nothing from the
 project except :mod:`solvers.errors`.

@@ -62,7 +62,8 @@ def resolve_output(path: str | os.PathLike, what: str = "output") -> Path:
                 "a FIFO" if stat.S_ISFIFO(st.st_mode) else
                 "a device node" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                 "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        via = f" (the target of the link, {str(target)!r})" if str(target) != str(path) else ""
+        linked = str(target) != os.path.abspath(path)   # a symlink on the way, not "./x/"
+        via = f" (the target of the link, {str(target)!r})" if linked else ""
         raise OutputPathError(f"{what} {str(path)!r}{via} is {kind}; refusing to replace it "
                               "by a regular file")
     parent = target.parent

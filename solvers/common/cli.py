@@ -2,8 +2,9 @@
 train-surrogate, evaluate-surrogate, serve-surrogate).
 
 * :class:`RankZeroParser`: argparse whose messages come from MPI world rank 0 only;
-* :func:`whole_number`, :func:`add_set_option`: argument types and options used by several
-  commands (``--samples 1e4``, repeatable ``--set KEY=VALUE``);
+* :func:`whole_number`, :func:`path_argument`, :func:`add_set_option`: argument types and
+  options used by several commands (``--samples 1e4``, ``--out ''`` refused, repeatable
+  ``--set KEY=VALUE``);
 * :func:`stop_on_signals`: SIGINT/SIGTERM raise :class:`~solvers.errors.Interrupted`;
 * :func:`run_job`, :func:`exit_now`: failures to exit statuses, printed once.
 
@@ -20,6 +21,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from solvers.errors import Interrupted
@@ -36,6 +38,22 @@ def _mpi() -> Any | None:
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         return mpi
     return None
+
+
+def start_mpi(prog: str) -> Any:
+    """:func:`~solvers.common.mpi_network.init_mpi` for a command: MPI on loopback for a
+    single-node run; an environment MPI cannot start in
+    (:class:`~solvers.errors.MPIStartError`) is one line from rank 0 and exit status 1
+    instead of MPI's abort stack. Returns ``mpi4py.MPI``."""
+    from solvers.common.mpi_network import init_mpi
+    from solvers.errors import MPIStartError
+
+    try:
+        return init_mpi()
+    except MPIStartError as exc:
+        if world_rank() == 0:
+            print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(FAILURE) from None
 
 
 def world_rank() -> int:
@@ -73,6 +91,14 @@ def whole_number(text: str) -> int:
     if value != value or value in (float("inf"), float("-inf")) or value != int(value):
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
     return int(value)
+
+
+def path_argument(text: str) -> Path:
+    """argparse type: a file or folder path; an empty one (``--out ''``, an unset shell
+    variable) is refused instead of becoming the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a path, got {text!r} (an unset variable?)")
+    return Path(text)
 
 
 def add_set_option(parser: argparse.ArgumentParser, dest: str = "assign",

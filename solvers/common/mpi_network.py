@@ -20,6 +20,12 @@ changed and the interface is chosen as usual: ``UCX_NET_DEVICES=<device>`` (e.g.
 ``mlx5_0:1``) with UCX, ``FI_PROVIDER`` / ``FI_TCP_IFACE`` with OFI, and ``mpiexec -iface
 <if>`` for Hydra's own traffic.
 
+Every entry point that can initialise MPI goes through :func:`init_mpi` (the commands, the
+solvers' modules, :func:`solvers.make_solver`, the dataset engine, evaluate-surrogate, and so
+``PDEModel(...)``, ``serve-surrogate --pde`` and the examples): it applies the loopback
+defaults and only then imports ``dolfinx_solver`` and ``mpi4py.MPI`` (importing either
+initialises MPI). Code that needs MPI calls ``init_mpi()`` instead of importing them.
+
 Not covered: Hydra's ``mpiexec`` itself listens on all interfaces for its control
 connection (the launcher's socket, opened before this code runs; ranks inherit it).
 ``mpiexec.gforker`` (fork-based, one node) opens none; ``MPIEXEC_PORT_RANGE`` restricts
@@ -29,7 +35,12 @@ Hydra's ports to a range a firewall can filter.
 from __future__ import annotations
 
 import os
+import resource
+import sys
 from collections.abc import MutableMapping
+from typing import Any
+
+from solvers.errors import MPIStartError
 
 #: environment defaults that keep MPI's sockets on the loopback interface
 LOOPBACK_DEFAULTS: dict[str, str] = {
@@ -87,3 +98,46 @@ def configure_mpi_network(environ: MutableMapping[str, str] | None = None) -> di
     applied = {k: v for k, v in LOOPBACK_DEFAULTS.items() if k not in env}
     env.update(applied)
     return applied
+
+
+#: smallest file-size limit (``ulimit -f``) under which MPI can start: MPICH 5 with UCX
+#: creates shared-memory files in /dev/shm at MPI_Init (measured: 4 MiB fails, 16 MiB
+#: works for 1 and 2 ranks), and aborts with an error stack when it cannot
+MIN_FILE_SIZE_LIMIT = 32 * 2**20
+
+
+def check_file_size_limit() -> None:
+    """Refuse (:class:`~solvers.errors.MPIStartError`) a file-size limit that MPI_Init cannot
+    work under, before it aborts the process."""
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft != resource.RLIM_INFINITY and soft < MIN_FILE_SIZE_LIMIT:
+        raise MPIStartError(
+            f"a file-size limit of {soft // 1024} KiB is set (ulimit -f {soft // 1024}): MPI "
+            f"cannot create its shared-memory files at start-up under "
+            f"{MIN_FILE_SIZE_LIMIT // 2**20} MiB; raise the limit (ulimit -f unlimited, or at "
+            f"least {MIN_FILE_SIZE_LIMIT // 1024}) and run the command again")
+
+
+def init_mpi() -> Any:
+    """Initialise MPI the one way every entry point must: :func:`configure_mpi_network`
+    first (unless MPI is already initialised, when it could no longer take effect), then
+    ``import dolfinx_solver`` (which orders ``mpi4py.MPI`` ahead of PETSc and dolfinx and
+    initialises MPI). Idempotent and cheap after the first call.
+
+    Returns
+    -------
+    module
+        ``mpi4py.MPI``.
+
+    Raises
+    ------
+    MPIStartError
+        MPI cannot start here (:func:`check_file_size_limit`).
+    """
+    if "mpi4py.MPI" not in sys.modules:
+        check_file_size_limit()
+        configure_mpi_network()
+    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
+    from mpi4py import MPI
+
+    return MPI

@@ -23,6 +23,7 @@ from typing import Any
 from solvers.common.cli import (
     RankZeroParser,
     add_set_option,
+    path_argument,
     run_job,
     stop_on_signals,
     whole_number,
@@ -44,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "under mpiexec for several ranks), or with an existing dataset (--data).",
                        epilog=problems_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path, metavar="MODEL_DIR", help="model directory written by "
-                   "train-surrogate")
-    p.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR",
+    p.add_argument("model", type=path_argument, metavar="MODEL_DIR",
+                   help="model directory written by train-surrogate")
+    p.add_argument("--out", required=True, type=path_argument, metavar="REPORT_DIR",
                    help="report directory (fresh.h5, report.json, report.md, figures)")
     p.add_argument("--samples", type=whole_number, default=200,
                    help="fresh samples (default 200)")
@@ -54,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "training data's seed; required unless --data)")
     p.add_argument("--ranks-per-sample", type=int, default=1, metavar="K",
                    help="ranks that solve one sample together (must divide the rank count)")
-    p.add_argument("--data", type=Path, metavar="FILE",
+    p.add_argument("--data", type=path_argument, metavar="FILE",
                    help="evaluate against this dataset (.h5, .npz, .mat) instead of solving")
+    p.add_argument("--allow-different-settings", action="store_true",
+                   help="with --data: evaluate on a file solved with other solver settings "
+                   "than the training data (refused otherwise)")
     p.add_argument("--problem", metavar="PROBLEM",
                    help="problem to solve, for models trained on data without solver "
                    f"provenance (.npz/.mat): {SPEC_HELP}")
@@ -83,6 +87,8 @@ def check_options(args: argparse.Namespace, world_size: int) -> None:
     if args.data is not None and (args.problem is not None or args.seed is not None):
         raise EvaluationError("--data evaluates an existing file: --problem/--set/--seed "
                               "do not apply")
+    if args.allow_different_settings and args.data is None:
+        raise EvaluationError("--allow-different-settings applies to --data only")
     if args.ranks_per_sample < 1 or world_size % args.ranks_per_sample:
         raise EvaluationError(f"--ranks-per-sample {args.ranks_per_sample} must divide "
                               f"the number of MPI ranks ({world_size})")
@@ -104,20 +110,27 @@ def run(args: argparse.Namespace, world: Any) -> dict | None:
         ranks_per_sample=args.ranks_per_sample, data=args.data, problem=args.problem,
         settings=parse_assignments(args.assign), device=args.device,
         checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
+        allow_different_settings=args.allow_different_settings,
         allow_changed_plugin=args.allow_changed_plugin)
     return evaluate(request, world)
+
+
+def interrupted_text(fresh: Path) -> str:
+    """What an interruption leaves: the fresh solves saved so far, or nothing."""
+    if fresh.exists():
+        return f"finished solves are saved in {fresh}; run the same command again to resume"
+    return f"nothing was saved yet ({fresh} was not written)"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a fresh file that cannot be written,
     2 user error, 128 + signal number when interrupted). Bugs abort all ranks."""
-    from solvers.common.mpi_network import configure_mpi_network
+    from solvers.common.cli import start_mpi
 
-    configure_mpi_network()  # loopback defaults for single-node runs, before MPI starts
-    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-    from mpi4py import MPI
+    MPI = start_mpi(PROG)  # loopback defaults for single-node runs, then MPI
 
     from datasets.errors import DatasetWriteError, ProblemBrokeContract
+    from surrogate.errors import ReportWriteError
     from surrogate.evaluation import summary_table
 
     world = MPI.COMM_WORLD
@@ -126,11 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     stop_on_signals(rank_zero_only=True)
-    status, report = run_job(
-        PROG, world, lambda: run(args, world), USER_ERRORS,
-        lambda: (f"finished solves are saved in {args.out / 'fresh.h5'}; run the same command "
-                 "again to resume"),
-        fatal_errors=(DatasetWriteError, ProblemBrokeContract))
+    status, report = run_job(PROG, world, lambda: run(args, world), USER_ERRORS,
+                             lambda: interrupted_text(args.out / "fresh.h5"),
+                             fatal_errors=(DatasetWriteError, ReportWriteError,
+                                           ProblemBrokeContract))
     if status:
         return status
     if world.rank == 0 and report is not None:

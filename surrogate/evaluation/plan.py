@@ -14,19 +14,27 @@ Sample ``i`` of a dataset with seed ``s`` has the parameters
   file, for data without provenance) and the fresh ones are checked to be disjoint from them
   before anything is written.
 
+Everything that can be refused is refused here, before the first solve: the model (metadata,
+provenance, weights and their SHA-256), the device, the report folder, the sample count (the
+memory guard of ``generate-dataset``), the seed, and with ``--data`` the file's solver
+settings (they must be the model's unless ``--allow-different-settings``).
+
 Solvers, datasets and mpi4py are imported inside the functions, so that importing this module
 stays free of dolfinx, PETSc and MPI.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from solvers.common.memory import check_memory
 from surrogate.device import resolve_device, training_device
-from surrogate.errors import EvaluationError, SurrogateFormatError
+from surrogate.errors import EvaluationError, SurrogateFormatError, UsageError
 from surrogate.evaluation.request import FRESH_FILE, EvaluationRequest, Plan
 from surrogate.metadata import (
     SolverProvenance,
@@ -52,33 +60,75 @@ def plan(request: EvaluationRequest) -> Plan:
     surrogate.errors.UsageError
         A ``device`` other than cpu, cuda or cuda:N, or CUDA absent.
     """
+    check_report_folder(Path(request.out))
     try:
         meta = read_metadata(request.model_dir)
+        n_in, n_out = model_sizes(meta)
     except SurrogateFormatError as exc:
         raise EvaluationError(str(exc)) from None
-    n_in, n_out = model_sizes(meta)
-    prov = solver_provenance(meta)
+    try:
+        prov = solver_provenance(meta)
+    except SurrogateFormatError as exc:
+        raise EvaluationError(f"{request.model_dir}/{exc}") from None
+    device = surrogate_device(request.device, meta)
+    _check_weights(request.model_dir, device)
     if request.data is not None:
-        result = _plan_data(Path(request.data), meta, prov, n_in, n_out)
+        result = _plan_data(request, meta, prov, n_in, n_out)
     else:
         result = _plan_solve(request, meta, prov, n_in, n_out)
-    result.device = str(surrogate_device(request.device, meta))
+    result.device = str(device)
     return result
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse a report folder that cannot be created or written (EvaluationError).
+
+    ``--out ''`` is refused by the command line (argparse turns it into ``.``)."""
+    text = str(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise EvaluationError(f"--out {text}: exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        if parent.is_symlink():                         # a dangling link
+            raise EvaluationError(f"--out {text}: {parent} is a broken symbolic link")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EvaluationError(f"--out {text}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EvaluationError(f"--out {text}: no permission to write in {parent}")
+
+
+def _check_weights(model_dir: Path, device: Any) -> None:
+    """Load the model once (weights, SHA-256, architecture) so that a tampered or missing
+    weights file is refused before any solve."""
+    from surrogate.artifact import load_model
+
+    try:
+        load_model(model_dir, device=device)
+    except SurrogateFormatError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def model_sizes(meta: dict[str, Any]) -> tuple[int, int]:
     """(raw parameters before any input encoding, observables) of a model's metadata."""
     model = meta["model"]
-    encoding = model.get("encoding")
-    n_in = encoding["n_in"] if encoding else model["features"]["n_in"]
-    return int(n_in), int(model["n_out"])
+    try:
+        encoding = model.get("encoding")
+        n_in = encoding["n_in"] if encoding else model["features"]["n_in"]
+        return int(n_in), int(model["n_out"])
+    except (KeyError, TypeError, ValueError):
+        raise SurrogateFormatError("metadata.json: model.features.n_in / model.encoding.n_in "
+                                   "/ model.n_out missing or not integers") from None
 
 
 def surrogate_device(requested: str | None, meta: dict[str, Any]) -> Any:
     """``requested`` (checked: cpu, cuda, cuda:N and available), else the training device
     when it is available here, else the CPU; a ``torch.device``."""
     if requested is not None:
-        return resolve_device(requested)
+        try:
+            return resolve_device(requested)
+        except UsageError as exc:
+            raise EvaluationError(str(exc)) from None
     return training_device(str(training(meta).get("device", "cpu")))
 
 
@@ -104,10 +154,51 @@ def _plan_solve(request: EvaluationRequest, meta: dict[str, Any],
         seed = check_seed(request.seed)
     except ValueError as exc:
         raise EvaluationError(f"--seed: {exc}") from None
-    fresh = draw_all_parameters(solver, seed, request.samples)
+    fresh_path = request.out / FRESH_FILE
+    complete = complete_fresh_file(fresh_path, info.name, settings, request.samples, seed)
+    check_sample_count(spec, fresh_path, request.samples, solver, disk=not complete)
+    if prov is not None:          # the training parameters are re-drawn (and hashed)
+        check_memory(prov.n_samples * (16.0 * solver.n_parameters + 100),
+                     f"re-drawing the {prov.n_samples} training samples recorded in "
+                     f"{request.model_dir}/metadata.json", error=EvaluationError)
+    fresh = draw_all_parameters(solver, seed, request.samples, progress=request.progress)
     notes += _check_disjoint(fresh, meta, solver, f"--seed {request.seed}")
-    return Plan(info.name, True, settings, request.out / FRESH_FILE, notes,
+    return Plan(info.name, True, settings, fresh_path, notes, complete=complete,
                 spec=problem.identity.resolvable_spec)
+
+
+def check_sample_count(problem: str, out: Path, samples: int, solver: Any, disk: bool = True
+                       ) -> None:
+    """The memory and (with ``disk``) disk guard of ``generate-dataset`` for ``samples``
+    fresh samples (:func:`datasets.generate.check_sizes`); EvaluationError."""
+    from datasets.errors import ConfigError
+    from datasets.generate import GenerationOptions, check_sizes
+
+    try:
+        check_sizes(GenerationOptions(problem=problem, out=out, samples=samples), solver,
+                    disk=disk)
+    except ConfigError as exc:
+        raise EvaluationError(str(exc)) from None
+
+
+def complete_fresh_file(path: Path, problem: str, settings: dict[str, Any], samples: int,
+                        seed: int) -> bool:
+    """Whether ``path`` already holds every fresh solve of this request (a complete dataset
+    of the same problem, solver settings, sample count and seed): then nothing is solved or
+    written again, and no disk space is needed."""
+    if not path.is_file():
+        return False
+    from datasets import DatasetFileError, open_dataset
+
+    try:
+        ds = open_dataset(path, include_failed=True)
+        config = json.loads(ds.attrs["config"])
+        gen = config["generation"]
+        return (bool(ds.attrs.get("complete", False)) and config["problem"] == problem
+                and config["solver"] == json.loads(json.dumps(settings))
+                and int(gen["samples"]) == samples and int(gen["seed"]) == seed)
+    except (DatasetFileError, OSError, KeyError, TypeError, ValueError):
+        return False        # let generate-dataset's resume say what is wrong with it
 
 
 def _fresh_problem(request: EvaluationRequest, prov: SolverProvenance | None
@@ -136,11 +227,13 @@ def _fresh_problem(request: EvaluationRequest, prov: SolverProvenance | None
     return prov.spec, dict(prov.settings)
 
 
-def _plan_data(data: Path, meta: dict[str, Any], prov: SolverProvenance | None, n_in: int,
-               n_out: int) -> Plan:
-    """Plan an evaluation on the existing dataset ``data`` (``--data``): sizes and overlap."""
+def _plan_data(request: EvaluationRequest, meta: dict[str, Any],
+               prov: SolverProvenance | None, n_in: int, n_out: int) -> Plan:
+    """Plan an evaluation on the existing dataset ``request.data`` (``--data``): sizes, solver
+    settings and overlap."""
     from datasets import DatasetFileError, open_dataset
 
+    data = Path(str(request.data))
     try:
         ds = open_dataset(data, include_failed=True)
     except DatasetFileError as exc:
@@ -150,10 +243,42 @@ def _plan_data(data: Path, meta: dict[str, Any], prov: SolverProvenance | None, 
     if (y.shape[1], m) != (n_in, n_out):
         raise EvaluationError(f"{data}: {y.shape[1]} parameters and {m} observables, "
                               f"but the surrogate maps {n_in} to {n_out}")
-    solver, notes = _provenance_solver(prov)
+    notes = _check_settings(data, ds.attrs, prov, request.allow_different_settings)
+    solver, unavailable = _provenance_solver(prov)
+    notes += unavailable
     notes += _check_disjoint(y, meta, solver, f"--data {data}")
     problem = str(ds.attrs.get("problem", prov.problem if prov else "unknown"))
     return Plan(problem, False, None, data, notes)
+
+
+def _check_settings(data: Path, attrs: Any, prov: SolverProvenance | None,
+                    allow: bool) -> list[str]:
+    """Compare the ``--data`` file's recorded problem and solver settings with the model's
+    provenance (:func:`datasets.config.differences`); refuse a difference unless ``allow``.
+    Returns the report's notes."""
+    from datasets.config import differences
+
+    if prov is None:
+        return []
+    try:
+        config = json.loads(attrs["config"])
+        recorded = {"problem": config["problem"], "solver": dict(config["solver"])}
+    except (KeyError, TypeError, ValueError):
+        return [f"{data} records no solver settings: they could not be compared with the "
+                "training data's"]
+    diff = differences({"problem": prov.problem, "solver": prov.settings}, recorded)
+    if not diff:
+        return []
+    listed = "; ".join(d.replace("file has", "training data has").replace("requested", "--data has")
+                       for d in diff[:6]) + ("; ..." if len(diff) > 6 else "")
+    if not allow:
+        keys = ", ".join(d.split(":")[0] for d in diff)
+        raise EvaluationError(
+            f"--data {data} was solved with other solver settings than the model's training "
+            f"data ({keys}): {listed}; its errors would measure the difference of the two "
+            "problems, not the surrogate: pass --allow-different-settings to evaluate anyway")
+    return [f"--data {data} was solved with other solver settings than the training data "
+            f"(--allow-different-settings): {listed}"]
 
 
 # ------------------------------------------------------------------------- training samples
@@ -168,10 +293,10 @@ def build_problem(spec: str, settings: dict[str, Any]) -> tuple[Any, Any, Any]:
     EvaluationError
         Bad settings.
     """
-    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-    from mpi4py import MPI
-
+    from solvers.common.mpi_network import init_mpi
     from solvers.plugins import PluginError, resolve_problem
+
+    MPI = init_mpi()
 
     problem = resolve_problem(spec)
     try:

@@ -10,19 +10,24 @@ datasets is imported inside the functions, so that importing this module stays f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from solvers.common.atomic import write_text_atomic
+from solvers.common.cli import DISK_FULL
 from surrogate import load
-from surrogate.errors import EvaluationError
+from surrogate.errors import EvaluationError, ReportWriteError
 from surrogate.evaluation.plots import write_figures
 from surrogate.evaluation.request import EvaluationRequest, Plan
 from surrogate.evaluation.text import markdown
+from surrogate.evaluation.uncertainty import FIGURE as CALIBRATION_FIGURE
+from surrogate.evaluation.uncertainty import plot_calibration, uncertainty_report
 from surrogate.metadata import (
     ParameterBox,
     load_training_split,
@@ -58,7 +63,8 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict[str, Any]:
     """
     meta = read_metadata(request.model_dir)
     device = torch.device(plan_.device)
-    model = load(request.model_dir, device=device).torch_model
+    surrogate = load(request.model_dir, device=device)
+    model = surrogate.torch_model       # an ensemble's: predict() is the members' mean
     norm = model.normalizer
     shift = norm.c_shift.cpu().numpy().astype(np.float64) if norm.center_targets else None
     ds, fresh = _fresh_samples(plan_)
@@ -70,12 +76,18 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict[str, Any]:
     split_stats, split_errs = _split_errors(split, model, shift)
     names = [str(n) for n in ds["parameter"].values]
     cost = _cost(model, y, device, ds, idx, meta)  # timed before any file is written
-    request.out.mkdir(parents=True, exist_ok=True)
     coords = {k: np.asarray(ds[k].values) for k in ds.coords
               if k not in ("sample", "parameter", "observable")}
-    figures = write_figures(request.out, problem=plan_.problem, c=c, pred=pred, err=err,
-                            split_errors=split_errs, coords=coords, sample_ids=idx,
-                            shift=shift)
+    with _report_files(request, plan_):
+        request.out.mkdir(parents=True, exist_ok=True)
+        figures = write_figures(request.out, problem=plan_.problem, c=c, pred=pred, err=err,
+                                split_errors=split_errs, coords=coords, sample_ids=idx,
+                                shift=shift)
+        if surrogate.has_std:           # ensembles: coverage, rank correlation, reliability
+            unc, unc_arrays = uncertainty_report(surrogate, y, c, shift, split)
+            plot_calibration(unc, unc_arrays, request.out / CALIBRATION_FIGURE,
+                             title=f"{plan_.problem}: calibration on {len(y)} fresh samples")
+            figures["calibration"] = CALIBRATION_FIGURE
     report = {
         "model": str(request.model_dir),
         "problem": plan_.problem,
@@ -96,11 +108,31 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict[str, Any]:
         "cost": cost,
         "figures": figures,
         "notes": plan_.notes,
+        **({"uncertainty": unc} if surrogate.has_std else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_text_atomic(request.out / REPORT_JSON, json.dumps(_finite(report), indent=2) + "\n")
-    write_text_atomic(request.out / REPORT_MD, markdown(report))
+    with _report_files(request, plan_):
+        write_text_atomic(request.out / REPORT_JSON,
+                          json.dumps(_finite(report), indent=2) + "\n")
+        write_text_atomic(request.out / REPORT_MD, markdown(report))
     return report
+
+
+@contextlib.contextmanager
+def _report_files(request: EvaluationRequest, plan_: Plan) -> Iterator[None]:
+    """Turn a failed write of the report or a figure (disk full, ``ulimit -f``, permissions)
+    into a :class:`~surrogate.errors.ReportWriteError` saying what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else f"{request.out}: "
+        kept = (f"the fresh solves in {plan_.fresh_path} are kept, so the same command "
+                "solves nothing again" if plan_.solve else "nothing was solved")
+        hint = "free some space and run the same command again" if exc.errno in DISK_FULL \
+            else "fix the folder and run the same command again"
+        raise ReportWriteError(f"cannot write the report: {where}{exc.strerror or exc} (files "
+                               f"are written atomically: none is torn); {kept}: "
+                               f"{hint}") from None
 
 
 def _fresh_samples(plan_: Plan) -> tuple[Any, dict[str, Any]]:

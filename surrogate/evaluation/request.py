@@ -45,6 +45,9 @@ class EvaluationRequest:
         Minimum seconds between checkpoints of ``fresh.h5``.
     progress : bool
         Progress bar on rank 0.
+    allow_different_settings : bool
+        Evaluate on a ``data`` file solved with other solver settings than the model's
+        training data (refused otherwise, naming the differing settings).
     """
 
     model_dir: Path
@@ -58,6 +61,7 @@ class EvaluationRequest:
     device: str | None = None
     checkpoint_interval: float = 10.0
     progress: bool = True
+    allow_different_settings: bool = False
     allow_changed_plugin: bool = False
 
 
@@ -79,6 +83,8 @@ class Plan:
         Remarks for the report (e.g. an overlap check that could not be made).
     device : str
         The surrogate's device ("cpu", "cuda", "cuda:N"), checked on rank 0.
+    complete : bool
+        The fresh file already holds every solve of this request (nothing to solve).
     spec : str
         The spec the fresh solves resolve (a file plugin by its absolute path); "" without
         solves.
@@ -90,4 +96,5 @@ class Plan:
     fresh_path: Path
     notes: list[str]
     device: str = "cpu"
+    complete: bool = False
     spec: str = ""

@@ -39,12 +39,12 @@ def evaluate(request: EvaluationRequest, comm: Any = None) -> dict | None:
     datasets.ConfigMismatchError, datasets.DatasetFileError
         User errors (all :class:`~solvers.errors.InputError`), raised on every rank alike.
     """
-    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-    from mpi4py import MPI
+    from solvers.common.mpi_network import init_mpi
 
+    MPI = init_mpi()  # loopback defaults for single-node runs, then MPI
     world = comm if comm is not None else MPI.COMM_WORLD
     decided = _on_rank_zero(world, lambda: plan(request))
-    if decided.solve:
+    if decided.solve and not decided.complete:   # a complete fresh.h5 is not written again
         _solve_fresh(request, decided, world)
     report = _on_rank_zero(world, lambda: write_report(request, decided), idle=True)
     return report if world.rank == 0 else None

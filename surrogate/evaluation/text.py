@@ -10,15 +10,18 @@ from typing import Any
 
 import numpy as np
 
+from surrogate.evaluation.uncertainty import markdown_lines, summary_lines
 from surrogate.metrics import format_mean_std
 
 
 def summary_table(report: dict[str, Any]) -> str:
     """The printed summary: errors per split and fresh, the cost and the training box."""
     f = report["fresh"]
+    pending = report.get("n_pending") or 0
     lines = [f"evaluate-surrogate: {report['model']} ({report['problem']}) on "
-             f"{report['n_fresh']} fresh samples ({report['n_failed']} failed solves, not "
-             f"evaluated)",
+             f"{report['n_fresh']} fresh samples ({report['n_failed']} failed solves"
+             + (f", {pending} samples pending (not solved yet)" if pending else "")
+             + ", not evaluated)",
              f"{'data':<11} {'n':>6} {'mean ± std':>19} {'median':>8} {'p95':>8} {'max':>8}"]
     for s in ("train", "validation", "test"):
         e = report["splits"].get(s)
@@ -31,6 +34,7 @@ def summary_table(report: dict[str, Any]) -> str:
     if out is not None:
         lines.append(f"outside the training box: {out['n_samples_outside']} of "
                      f"{report['n_fresh']} fresh samples")
+    lines += summary_lines(report)
     return "\n".join(lines) + "\n"
 
 
@@ -57,7 +61,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation of `{report['model']}`", "",
              f"Problem **{report['problem']}**, fresh data `{report['fresh_data']}` "
              f"({report['mode']}): {report['n_fresh']} samples evaluated, "
-             f"{report['n_failed']} solver failures (counted, not evaluated).", "",
+             f"{report['n_failed']} solver failures (counted, not evaluated)"
+             + (f", {report['n_pending']} samples pending in the file (not solved yet, not "
+                "evaluated)" if report.get("n_pending") else "") + ".", "",
              f"Error: {report['error_definition']}.", "",
              "| data | n | mean | std | median | p95 | max |", "|---|---|---|---|---|---|---|"]
     for s, e in report["splits"].items():
@@ -67,6 +73,7 @@ def markdown(report: dict[str, Any]) -> str:
                  f"{f['median']:.4g} | {f['p95']:.4g} | {f['max']:.4g} |")
     lines += _cost_section(report["cost"]) + _worst_section(report["worst"])
     lines += _box_section(report.get("outside_training_box"))
+    lines += markdown_lines(report)
     if report["figures"]:
         lines += ["", "## Figures", ""]
         lines += [f"![{name}]({path})" for name, path in report["figures"].items()]

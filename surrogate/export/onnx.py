@@ -8,8 +8,8 @@ extractor, ``W [F; 1]``, inverse target normalisation)::
     output  c      (batch, n_out)         float64, physical units
     output  dc_dy  (batch, n_out, n_in)   float64, only with ``jacobian=True``
 
-The batch axis is dynamic. Clients should look the outputs up by name (an ensemble will add
-an output ``std``, see below). The graph does no input checks: NaN gives NaN, and a y outside
+The batch axis is dynamic. Clients should look the outputs up by name (an ensemble adds the
+output ``std``, see below). The graph does no input checks: NaN gives NaN, and a y outside
 the training box (``metadata_props["varpro.lower"/"varpro.upper"]``) is extrapolated silently.
 
 How the graph is built
@@ -30,8 +30,10 @@ Ensembles (issue 19)
 :func:`build_onnx_model` takes a list of members (``SeparableModel``). Each member becomes
 its own sub-graph (names prefixed ``m0/``, ``m1/``, ...); ``c`` is their mean, ``dc_dy`` the
 mean of their Jacobians and, with ``std=True`` and K >= 2 members, the output ``std`` (batch,
-n_out) is ``std_scale * sqrt(sum_k (c_k - c)^2 / (K - ddof))``. :func:`export_onnx` exports a
-single model today (one member).
+n_out) is ``std_scale * sqrt(sum_k (c_k - c)^2 / (K - ddof))``. :func:`export_onnx` exports an
+ensemble directory (``train-surrogate --ensemble K``) this way, with its calibration factor:
+outputs ``c`` and ``std`` (and ``dc_dy``), checked against
+``surrogate.load(dir).predict(y, return_std=True)``.
 
 Supported models: :class:`~surrogate.neural_ode.NeuralODE` and
 :class:`~surrogate.resnet.ResNet` extractors (float64 or float32 weights; a float32 network is
@@ -55,6 +57,7 @@ import numpy as np
 
 from solvers.common.atomic import resolve_output, write_bytes_atomic
 from surrogate.encoding import PeriodicEncoding
+from surrogate.ensemble import EnsembleSurrogate
 from surrogate.errors import ExportCheckError, ExportError
 from surrogate.neural_ode import NeuralODE
 from surrogate.resnet import ResNet
@@ -527,7 +530,7 @@ def check_onnx(model_bytes: bytes, reference: SurrogateModel, y: np.ndarray,
         Serialized ONNX model.
     reference : SurrogateModel
         ``c`` is compared with ``reference.predict(y)``, ``dc_dy`` with
-        ``reference.jacobian(y)``.
+        ``reference.jacobian(y)``, ``std`` with ``reference.predict(y, return_std=True)[1]``.
     y : numpy.ndarray, shape (n, n_in)
     tolerance : float, optional
         Raise :class:`ExportCheckError` above it (default: no limit).
@@ -541,6 +544,8 @@ def check_onnx(model_bytes: bytes, reference: SurrogateModel, y: np.ndarray,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OutOfBoxWarning)
         refs = {OUTPUT_NAME: reference.predict(y)}
+        if STD_NAME in out:
+            refs[STD_NAME] = reference.predict(y, return_std=True)[1]
         if JACOBIAN_NAME in out:
             refs[JACOBIAN_NAME] = reference.jacobian(y)
     errors = {name: max_relative_error(out[name], ref) for name, ref in refs.items()}
@@ -586,7 +591,10 @@ def _metadata_props(model: SurrogateModel) -> dict[str, str]:
     def js(v: object) -> str:
         return json.dumps(v.tolist() if isinstance(v, np.ndarray) else v)
 
-    return {"varpro.input_names": js(model.input_names),
+    extra = {"varpro.ensemble_size": js(len(model.members)),
+             "varpro.std_scale": js(model.std_scale)} \
+        if isinstance(model, EnsembleSurrogate) else {}
+    return {**extra, "varpro.input_names": js(model.input_names),
             "varpro.output_names": js(model.output_names),
             "varpro.lower": js(model.lower), "varpro.upper": js(model.upper),
             "varpro.problem": model.problem,
@@ -611,12 +619,17 @@ def export_details(model: str | os.PathLike | SurrogateModel, path: str | os.Pat
     """:func:`export_onnx` with a description of what was written (used by the CLI)."""
     target = resolve_output(path, "ONNX output")      # FIFO, folder, ...: refused up front
     surrogate = model if isinstance(model, SurrogateModel) else load(model)
-    proto = build_onnx_model([surrogate.torch_model], jacobian=jacobian, opset=opset,
+    if isinstance(surrogate, EnsembleSurrogate):    # members' mean and calibrated spread
+        members, std_scale, ddof = surrogate.member_models, surrogate.std_scale, surrogate.ddof
+    else:
+        members, std_scale, ddof = [surrogate.torch_model], 1.0, 1
+    proto = build_onnx_model(members, jacobian=jacobian, opset=opset,
+                             std=len(members) > 1, std_scale=std_scale, ddof=ddof,
                              metadata=_metadata_props(surrogate))
     data = proto.SerializeToString()
     errors = None
     if check and _onnxruntime_available():
-        net = np.dtype(_npy(surrogate.torch_model.W).dtype)
+        net = np.dtype(_npy(members[0].W).dtype)
         errors = check_onnx(data, surrogate, sample_inputs(surrogate, 64),
                             tolerance=CHECK_TOLERANCE[net])
     written = write_bytes_atomic(target, data, "ONNX output")

@@ -19,7 +19,7 @@ import umbridge
 from surrogate.errors import RequestError
 
 __all__ = ["ForwardModel", "PosteriorModel", "config_of", "error_kind", "error_status",
-           "index_of", "parameters_of", "request_error", "vector_of"]
+           "finite_result", "index_of", "parameters_of", "request_error", "vector_of"]
 
 
 # ---------------------------------------------------------------------- errors
@@ -47,6 +47,34 @@ def _array(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a 5000-digit number stays one line)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else \
+        f"an integer of {len(str(abs(value)))} digits"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def finite_result(values: Any, what: str, allow_minus_inf: bool = False) -> Any:
+    """``values`` (array or nested list) if every entry is finite (``-inf`` too with
+    ``allow_minus_inf``: the log-density outside the prior box).
+
+    Raises
+    ------
+    RequestError
+        (InvalidInput, 400) naming ``what``: a finite request whose result overflows float64,
+        e.g. a Gradient with ``sens`` entries near 1e308.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if allow_minus_inf:
+        bad &= ~np.isneginf(arr)
+    if bad.any():
+        raise request_error(f"{what} is not finite ({int(bad.sum())} of {arr.size} values, "
+                            f"e.g. {arr[bad].flat[0]}): the result overflows float64; scale "
+                            "the request's vector down")
+    return values
+
+
 class ForwardModel(umbridge.Model):
     """A model with ``__call__``, ``jvp``, ``vjp`` (surrogate or PDE) as a UM-Bridge model.
 
@@ -70,15 +98,20 @@ class ForwardModel(umbridge.Model):
         return [int(self.model.n_out)]
 
     def __call__(self, parameters: list, config: dict | None = None) -> list:
-        return [self.model(_array(parameters[0])).tolist()]
+        out = finite_result(self.model(_array(parameters[0])), f"the output of {self.name!r}")
+        return [out.tolist()]
 
     def gradient(self, out_wrt: int, in_wrt: int, parameters: list, sens: list,
                  config: dict | None = None) -> list:
-        return self.model.vjp(_array(parameters[0]), _array(sens)).tolist()
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.model.vjp(_array(parameters[0]), _array(sens))
+        return finite_result(out, f"the Gradient of {self.name!r} (J^T sens)").tolist()
 
     def apply_jacobian(self, out_wrt: int, in_wrt: int, parameters: list, vec: list,
                        config: dict | None = None) -> list:
-        return self.model.jvp(_array(parameters[0]), _array(vec)).tolist()
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.model.jvp(_array(parameters[0]), _array(vec))
+        return finite_result(out, f"the ApplyJacobian of {self.name!r} (J vec)").tolist()
 
     def supports_evaluate(self) -> bool:
         return True
@@ -105,17 +138,24 @@ class PosteriorModel(umbridge.Model):
         return [1]
 
     def __call__(self, parameters: list, config: dict | None = None) -> list:
-        return [[self.posterior.log_prob(_array(parameters[0]))]]
+        value = self.posterior.log_prob(_array(parameters[0]))
+        return [[finite_result(value, f"the log-density of {self.name!r}",
+                               allow_minus_inf=True)]]
 
     def gradient(self, out_wrt: int, in_wrt: int, parameters: list, sens: list,
                  config: dict | None = None) -> list:
         _, g = self.posterior.log_prob_and_grad(_array(parameters[0]))
-        return (float(sens[0]) * g).tolist()
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = float(sens[0]) * g
+        return finite_result(out, f"the Gradient of {self.name!r} (sens[0] x gradient)"
+                             ).tolist()
 
     def apply_jacobian(self, out_wrt: int, in_wrt: int, parameters: list, vec: list,
                        config: dict | None = None) -> list:
         _, g = self.posterior.log_prob_and_grad(_array(parameters[0]))
-        return [float(g @ _array(vec))]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = float(g @ _array(vec))
+        return [finite_result(out, f"the ApplyJacobian of {self.name!r} (gradient . vec)")]
 
     def supports_evaluate(self) -> bool:
         return True
@@ -143,10 +183,16 @@ def vector_of(value: Any, size: int, what: str) -> list[float]:
     if len(value) != size:
         raise request_error(f"{what} has invalid length! Expected {size} but got "
                             f"{len(value)}.")
-    bad = [i for i, v in enumerate(value) if not math.isfinite(v)]
-    if bad:
-        raise request_error(f"{what}[{bad[0]}] = {value[bad[0]]} is not finite")
-    return [float(v) for v in value]
+    out = []
+    for i, v in enumerate(value):
+        try:
+            f = float(v)                  # a 400-digit integer: OverflowError
+        except OverflowError:
+            f = math.inf
+        if not math.isfinite(f):
+            raise request_error(f"{what}[{i}] = {_short(v)} is not a finite float64 number")
+        out.append(f)
+    return out
 
 
 def parameters_of(body: dict, model: umbridge.Model, config: dict) -> list[list[float]]:
@@ -174,6 +220,6 @@ def index_of(body: dict, key: str, n: int) -> int:
     """The request's integer ``key`` (``outWrt``, ``inWrt``) in [0, n)."""
     value = body.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
-        raise request_error(f"Invalid {key} index {value!r}! Expected an integer between 0 "
-                            f"and {n - 1}.")
+        raise request_error(f"Invalid {key} index {_short(value)}! Expected an integer "
+                            f"between 0 and {n - 1}.")
     return value

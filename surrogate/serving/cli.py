@@ -2,6 +2,7 @@
 
     serve-surrogate MODEL_DIR [--port 4242] [--host 127.0.0.1] [--pde] [--max-workers K]
                     [--observed data.npy --noise SIGMA] [--device cpu]
+                    [--max-request-bytes N] [--timeout SECONDS]
 
 Models served (UM-Bridge names):
 
@@ -19,12 +20,21 @@ Models served (UM-Bridge names):
                   (:mod:`surrogate.serving.posterior`); -inf (JSON ``-Infinity``) outside the
                   box.
 ``posterior_pde`` with ``--pde`` too: the same posterior on the PDE.
+``surrogate_std`` when MODEL_DIR holds an ensemble (``train-surrogate --ensemble K``): y ->
+                  the predictive standard deviation (m,), physical units (Evaluate only).
 
 The server (:mod:`surrogate.serving.app`) listens on 127.0.0.1 unless ``--host`` says
 otherwise (unlike ``umbridge.serve_models``). The port is ``--port``, else ``$PORT``
 (UM-Bridge's HPC convention), else 4242; ``--port 0`` picks a free port (printed). Ctrl-C or
 SIGTERM stop it cleanly (exit status 0); bad command-line input exits with status 2
-(``serve-surrogate: error: ...``).
+(``serve-surrogate: error: ...``). An empty ``--host`` (an unset ``$HOST``) is refused: it
+would listen on every interface; name ``0.0.0.0`` or ``::`` to mean that. IPv6 addresses are
+printed in brackets (``http://[::1]:4242``).
+
+Denial of service (:mod:`surrogate.serving.app`): ``--max-request-bytes`` (default 64 KiB +
+64 bytes per number a request carries, :func:`~surrogate.serving.app.default_request_limit`;
+121 KiB for the DCR surrogate) and ``--timeout`` (default 10 s for the request headers and
+again for the body) bound what one client can make the server hold.
 """
 
 from __future__ import annotations
@@ -40,11 +50,11 @@ from typing import Any
 import numpy as np
 import umbridge
 
-from solvers.common.cli import BAD_INPUT, OK, RankZeroParser
-from solvers.errors import UsageError
+from solvers.common.cli import BAD_INPUT, FAILURE, OK, RankZeroParser, whole_number
+from solvers.errors import MPIStartError, UsageError
 from solvers.plugins import ALLOW_CHANGED_OPTION, problems_help
 from surrogate.serving.adapters import ForwardModel, PosteriorModel
-from surrogate.serving.app import PROG, make_app, serve
+from surrogate.serving.app import DEFAULT_TIMEOUT, PROG, format_url, make_app, serve
 
 __all__ = ["build_models", "build_parser", "main", "read_observed", "resolve_port"]
 
@@ -81,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise standard deviation of the Gaussian likelihood (with --observed)")
     p.add_argument("--device", default="cpu", help="torch device of the surrogate's large "
                    "batches (cpu, cuda, cuda:N)")
+    p.add_argument("--max-request-bytes", type=whole_number, metavar="N",
+                   help="largest request body accepted (default: 64 KiB + 64 bytes per number "
+                   "a request of the served models carries)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="seconds a client may take to send its request headers, and again its "
+                   f"body (default {DEFAULT_TIMEOUT:g})")
     return p
 
 
@@ -120,14 +136,27 @@ def read_observed(path: str) -> np.ndarray:
         raise UsageError(f"--observed {path}: no such file")
     try:
         data = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p, ndmin=1)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise UsageError(f"--observed {path}: cannot read ({exc})") from None
-    return np.asarray(data, dtype=np.float64).ravel()
+    data = np.asarray(data)
+    if data.dtype.kind not in "iuf":
+        kind = "complex" if data.dtype.kind == "c" else f"dtype {data.dtype}"
+        raise UsageError(f"--observed {path} holds {kind} values; observed data must be real "
+                         "numbers")
+    return data.astype(np.float64).ravel()
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    if not args.host.strip():
+        raise UsageError("--host is empty (an unset $HOST?): it would listen on every "
+                         "interface; give an address (default 127.0.0.1; 0.0.0.0 or :: for all "
+                         "interfaces)")
     if args.max_workers < 1:
         raise UsageError(f"--max-workers must be >= 1, got {args.max_workers}")
+    if args.max_request_bytes is not None and args.max_request_bytes < 1024:
+        raise UsageError(f"--max-request-bytes must be >= 1024, got {args.max_request_bytes}")
+    if not 0 < args.timeout < float("inf"):
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if (args.observed is None) != (args.noise is None):
         raise UsageError("--observed and --noise go together")
 
@@ -153,6 +182,10 @@ def build_models(args: argparse.Namespace) -> list[umbridge.Model]:
     except SurrogateFormatError as exc:
         raise UsageError(str(exc)) from None
     models: list[umbridge.Model] = [ForwardModel("surrogate", sur)]
+    if sur.has_std:                          # an ensemble: its std as model "surrogate_std"
+        from surrogate.serving.uncertainty import StdModel
+
+        models.append(StdModel(sur))
     pde = None
     if args.pde or args.pde_problem:
         try:
@@ -214,12 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return BAD_INPUT
-    app = make_app(models, max_workers=args.max_workers)
+    except MPIStartError as exc:               # --pde in an environment MPI cannot start in
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return FAILURE
+    app = make_app(models, max_workers=args.max_workers,
+                   max_request_bytes=args.max_request_bytes, timeout=args.timeout)
     try:
-        asyncio.run(serve(app, args.host, port, names=[m.name for m in models]))
+        asyncio.run(serve(app, args.host, port, names=[m.name for m in models],
+                          timeout=args.timeout))
     except OSError as exc:
-        print(f"{PROG}: error: cannot listen on {args.host}:{port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(f"{PROG}: error: cannot listen on {format_url(args.host, port, scheme='')}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
         return BAD_INPUT
     return OK
 
