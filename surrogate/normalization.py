@@ -2,9 +2,18 @@
 
 Inputs are standardised per feature, ``y_n = (y - y_shift) / y_scale``. Targets are mapped
 by ``c_n = (c - c_shift) / c_scale`` with ``c_shift`` the training mean (when centring, as for
-DCR, SPEC section 2) or zero, and one scalar ``c_scale`` (root mean square of the shifted
-training targets), so that relative errors ``||c_pred - c|| / ||c - c_shift||`` are the same in
-normalised and physical units and the relative weighting of the observables is unchanged.
+DCR, SPEC section 2) or zero, and
+
+- ``scale_targets="global"`` (the default, SPEC problems): one scalar ``c_scale`` (root mean
+  square of the shifted training targets), so that relative errors
+  ``||c_pred - c|| / ||c - c_shift||`` are the same in normalised and physical units and the
+  relative weighting of the observables is unchanged;
+- ``scale_targets="per_output"`` (issue 18, foreign data whose outputs have very different
+  scales): ``c_scale`` of shape (n_out,), the training standard deviation of each output, so
+  that every output weighs the same in the least-squares loss. Outputs whose spread is at
+  most :data:`CONSTANT_RTOL` times the largest keep the largest scale (never magnified).
+  The map stays affine and exactly invertible, so predictions in physical units are
+  ``inverse_c(c_n) = c_n * c_scale + c_shift`` as before.
 """
 
 from __future__ import annotations
@@ -13,6 +22,12 @@ import torch
 from torch import nn
 
 from surrogate.errors import NormalizationError
+
+#: how the targets are scaled (see the module docstring)
+TARGET_SCALINGS = ("global", "per_output")
+#: per-output scaling: outputs with a standard deviation at most this fraction of the largest
+#: one count as constant
+CONSTANT_RTOL = 1e-8
 
 
 def _abs_max(x: torch.Tensor, dim: int | None) -> torch.Tensor:
@@ -53,6 +68,8 @@ class Normalizer(nn.Module):
         scale 1); otherwise inputs pass unchanged.
     center_targets : bool
         Subtract the training mean of the targets (DCR, SPEC section 2).
+    scale_targets : "global" or "per_output"
+        One scalar target scale, or one per output (module docstring).
     dtype : torch.dtype
         Of the buffers.
 
@@ -60,7 +77,7 @@ class Normalizer(nn.Module):
     ----------
     y_shift, y_scale : buffer, shape (n_in,)
     c_shift : buffer, shape (n_out,)
-    c_scale : buffer, shape ()
+    c_scale : buffer, shape () (global) or (n_out,) (per output)
     """
 
     y_shift: torch.Tensor
@@ -69,15 +86,21 @@ class Normalizer(nn.Module):
     c_scale: torch.Tensor
 
     def __init__(self, n_in: int, n_out: int, *, standardize_inputs: bool = True,
-                 center_targets: bool = False, dtype: torch.dtype = torch.float64) -> None:
+                 center_targets: bool = False, scale_targets: str = "global",
+                 dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
+        if scale_targets not in TARGET_SCALINGS:
+            raise ValueError(f"scale_targets must be one of {TARGET_SCALINGS}, got "
+                             f"{scale_targets!r}")
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.standardize_inputs, self.center_targets = bool(standardize_inputs), bool(
             center_targets)
+        self.scale_targets = scale_targets
         self.register_buffer("y_shift", torch.zeros(n_in, dtype=dtype))
         self.register_buffer("y_scale", torch.ones(n_in, dtype=dtype))
         self.register_buffer("c_shift", torch.zeros(n_out, dtype=dtype))
-        self.register_buffer("c_scale", torch.ones((), dtype=dtype))
+        self.register_buffer("c_scale", torch.ones(
+            (n_out,) if scale_targets == "per_output" else (), dtype=dtype))
 
     @torch.no_grad()
     def fit(self, y: torch.Tensor, c: torch.Tensor) -> Normalizer:
@@ -104,8 +127,11 @@ class Normalizer(nn.Module):
             self.y_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
         if self.center_targets:
             self.c_shift.copy_(_scaled_mean(c, dim=0))
-        rms = _scaled_rms(c - self.c_shift)
-        self.c_scale.copy_(rms if rms > 0 else torch.ones_like(rms))
+        if self.scale_targets == "per_output":
+            self.c_scale.copy_(per_output_scales(c))
+        else:
+            rms = _scaled_rms(c - self.c_shift)
+            self.c_scale.copy_(rms if rms > 0 else torch.ones_like(rms))
         bad = self.nonfinite()
         if bad:
             raise NormalizationError(
@@ -138,7 +164,30 @@ class Normalizer(nn.Module):
         return c_n * self.c_scale + self.c_shift
 
     def config(self) -> dict:
-        """Settings that rebuild this module (the statistics are in the weights file)."""
-        return {"n_in": self.n_in, "n_out": self.n_out,
-                "standardize_inputs": self.standardize_inputs,
-                "center_targets": self.center_targets}
+        """Settings that rebuild this module (the statistics are in the weights file);
+        ``scale_targets`` only when per output, so global models keep their old metadata."""
+        cfg: dict = {"n_in": self.n_in, "n_out": self.n_out,
+                     "standardize_inputs": self.standardize_inputs,
+                     "center_targets": self.center_targets}
+        if self.scale_targets != "global":
+            cfg["scale_targets"] = self.scale_targets
+        return cfg
+
+
+def per_output_scales(c: torch.Tensor) -> torch.Tensor:
+    """Training standard deviation of each output, constant outputs at the largest one.
+
+    Parameters
+    ----------
+    c : torch.Tensor, shape (n, n_out)
+
+    Returns
+    -------
+    torch.Tensor, shape (n_out,)
+        Positive; 1 everywhere when no output varies.
+    """
+    std = _scaled_rms(c - _scaled_mean(c, dim=0), dim=0)
+    top = std.max() if std.numel() else torch.zeros((), dtype=c.dtype)
+    if not top > 0:
+        return torch.ones_like(std)
+    return torch.where(std > CONSTANT_RTOL * top, std, top)

@@ -13,9 +13,10 @@ Folding
 -------
 The input normalisation ``y_n = (y - y_shift) / y_scale`` is folded into the opening layer
 (``K_in' = K_in / y_scale``, ``b_in' = b_in - K_in' y_shift``) and the target map
-``c = c_n c_scale + c_shift`` into ``W``; biases are appended as an extra row of each layer
-matrix, multiplied by a constant 1 carried in an extra column of the state (0 in the tangent
-rows). Results agree with the torch forward pass to round-off (tested).
+``c = c_n c_scale + c_shift`` (c_scale a scalar or one per output) into ``W``; biases are
+appended as an extra row of each layer matrix, multiplied by a constant 1 carried in an extra
+column of the state (0 in the tangent rows). Results agree with the torch forward pass to
+round-off (tested).
 
 :func:`build_numpy_forward` returns None for anything it does not mirror exactly (another
 architecture, a non-float64 network, an input encoding other than
@@ -266,11 +267,11 @@ def _build_network(model) -> NumpyForward | None:
         return t.detach().cpu().numpy().astype(np.float64)
 
     y_shift, y_scale = npy(norm.y_shift), npy(norm.y_scale)
-    c_shift, c_scale = npy(norm.c_shift), float(npy(norm.c_scale))
+    c_shift, c_scale = npy(norm.c_shift), npy(norm.c_scale).reshape(-1)  # (1,) or (n_out,)
     k_in = npy(F.K_in) / y_scale[None, :]
     b_in = npy(F.b_in) - k_in @ y_shift
     W = npy(model.W)
-    w_out = W[:, :-1] * c_scale
+    w_out = W[:, :-1] * c_scale[:, None]
     c_out = W[:, -1] * c_scale + c_shift
     K, b = npy(F.K), npy(F.b)
     h = F.final_time / F.n_steps

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's "
                    "choice; 1 is often fastest for these small networks on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="GNvpro: the best surrogate reachable in this wall time; chooses the "
+                   "width and the seconds of each level itself (ignores model.width and "
+                   "work_units_per_level; stops within about one iteration of the budget)")
     return p
 
 
@@ -115,6 +119,12 @@ def options(args: argparse.Namespace) -> RunOptions:
                          if not args.compare else "--ensemble and --compare exclude each other")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed}: must be >= 0")
+    if args.time_budget is not None and not (args.time_budget > 0 and args.time_budget < 1e9):
+        raise UsageError(f"--time-budget {args.time_budget}: must be a positive number of "
+                         "seconds")
+    if args.time_budget is not None and "gnvpro" not in methods:
+        raise UsageError("--time-budget applies to GNvpro only (--method gnvpro, or --compare "
+                         "with gnvpro among --methods)")
     device = resolve_device(args.device)
     if args.threads is not None:
         if args.threads < 1:
@@ -123,7 +133,8 @@ def options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(data=args.data, methods=methods, out=Path(args.out), compare=args.compare,
                       config=args.config, preset=args.preset, device=device, seed=args.seed,
                       resume=args.resume, restart=args.restart, overwrite=args.overwrite,
-                      stream=None if args.quiet else sys.stdout, ensemble=args.ensemble or 0)
+                      stream=None if args.quiet else sys.stdout, ensemble=args.ensemble or 0,
+                      time_budget=args.time_budget)
 
 
 def main(argv: list[str] | None = None) -> int:

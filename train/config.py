@@ -4,9 +4,9 @@ A ``train.toml`` may contain any of the sections and keys below; unknown section
 values of the wrong type are refused. Keys whose default is ``"auto"`` (they also accept the
 value ``"auto"``, so the template below can be copied as it is) are resolved from the preset
 (widths and budgets per problem: :data:`PROBLEM_DEFAULTS`, :data:`DEFAULT_PRESET_PROBLEM`; any
-other problem gets the CDR sizes) and from the facts the problem declares, which come with the
-data (:attr:`datasets.split_data.SplitData.facts`: recorded by generate-dataset, else the
-registered problem's): its periodic parameters, its default split and its training hints
+other problem gets the "unknown" entries) and from the facts the problem declares, which come
+with the data (:attr:`datasets.split_data.SplitData.facts`: recorded by generate-dataset, else
+the registered problem's): its periodic parameters, its default split and its training hints
 (``standardize_inputs``, ``center_targets``, ``periodic_inputs``; where it declares none,
 :data:`TRAINER_DEFAULTS`)::
 
@@ -36,6 +36,11 @@ registered problem's): its periodic parameters, its default split and its traini
     standardize_inputs = "auto"      # the problem's hint (CDR false: inputs on the simplex,
                                      # ~1/55 each, used as they are, as in the paper), else true
     center_targets = "auto"          # the problem's hint (DCR true, SPEC 2), else false
+    scale_targets = "auto"           # "global" (one scale: SPEC problems, paper preset) or
+                                     # "per_output" (each output by its training std); default
+                                     # preset on other data: per_output when the outputs'
+                                     # standard deviations differ by more than
+                                     # train.auto.SCALE_RATIO (issue 18)
 
     [loss]
     alpha1 = 1e-10
@@ -49,9 +54,26 @@ registered problem's): its periodic parameters, its default split and its traini
     [gnvpro]                         # and the same keys in [gn]
     work_units_per_level = "auto"    # paper preset: 200 CDR, 400 DCR; a number, or a list with
                                      # one budget per level (default preset: see
-                                     # DEFAULT_PRESET_PROBLEM)
+                                     # DEFAULT_PRESET_PROBLEM
+    time_budget = 0.0                # GNvpro only: wall seconds of the training (the
+                                     # --time-budget option); > 0 chooses the width and the
+                                     # seconds per level itself (train.budget) and ignores
+                                     # model.width and work_units_per_level. 0 = off)
     carry_radius = "auto"            # GNvpro: start each level with the trust-region radius
                                      # the previous one ended with (default preset true)
+    output_basis_tol = "auto"        # GNvpro only: fit the principal-component coefficients
+                                     # of the targets, leaving out at most this relative
+                                     # Frobenius norm (0 = all outputs; paper preset 0,
+                                     # default preset 1e-5; issue 18)
+    float32_features = "auto"        # GNvpro only: the network runs in float32 while training
+                                     # (the inner solve stays float64); the selected model is
+                                     # cast to model.dtype and W re-solved in float64 (1 WU).
+                                     # Paper preset false; default preset see
+                                     # DEFAULT_PRESET_PROBLEM
+    time_budget = 0.0                # GNvpro only: wall seconds of the training (the
+                                     # --time-budget option); > 0 chooses the width and the
+                                     # seconds per level itself (train.budget) and ignores
+                                     # model.width and work_units_per_level. 0 = off
     patience = "auto"                # GNvpro: stop a level after this many iterates without
                                      # validation improvement (0 = off; default preset 0)
     min_improvement = 0.0            # relative improvement that resets the patience count
@@ -111,10 +133,11 @@ DEFAULTS: dict[str, dict] = {
     "model": {"architecture": "neural_ode", "width": AUTO, "final_time": 4.0, "gamma": 1e-4,
               "init_scale": 1.0, "max_step_radius": AUTO, "periodic_inputs": AUTO,
               "levels": AUTO, "dtype": "float64"},
-    "normalization": {"standardize_inputs": AUTO, "center_targets": AUTO},
+    "normalization": {"standardize_inputs": AUTO, "center_targets": AUTO,
+                      "scale_targets": AUTO},
     "loss": {"alpha1": 1e-10, "alpha2": 1e-10},
     "split": {"fractions": AUTO, "seed": AUTO},
-    "gnvpro": dict(_TR),
+    "gnvpro": dict(_TR, output_basis_tol=AUTO, float32_features=AUTO, time_budget=0.0),
     "gn": dict(_TR),
     "lbfgsvpro": {"work_units_per_level": AUTO, "memory": 10, "max_iter": 10_000,
                   "grad_tol": 0.0, "grad_rtol": 1e-10},
@@ -131,10 +154,11 @@ _TYPES: dict[str, type[Any]] = {
     "max_iter": int, "memory": int, "batch_size": int,
     "depth": int, "epochs": int, "grid_points": int, "regularization": str,
     "allow_negative": bool,
-    "carry_radius": bool, "patience": int, "periodic_inputs": dict,
+    "carry_radius": bool, "patience": int, "periodic_inputs": dict, "scale_targets": str,
+    "float32_features": bool,
 }
 _CHOICES = {"architecture": ("neural_ode", "resnet"), "dtype": ("float32", "float64"),
-            "regularization": ("sgcv", "fixed")}
+            "regularization": ("sgcv", "fixed"), "scale_targets": ("global", "per_output")}
 
 #: ``--preset paper``'s sizes per problem (GNvpro table 2: width, work units per level);
 #: "unknown" for every other problem
@@ -175,6 +199,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "lr": (0.0, None, False, False),
     "batch_size": (1, None, True, False),
     "slimtrain.memory": (0, None, True, False),   # slimTrain's r: 0 = the current batch only
+    "output_basis_tol": (0.0, 1.0, True, False),
+    "time_budget": (0.0, None, True, False),
 }
 
 
@@ -223,23 +249,37 @@ def check_range(where: str, section: str, key: str, value: Any) -> Any:
 #: ``--preset paper``: GNvpro table 2 exactly as published (SPEC section 4, the paper code's
 #: budgets, no initial rescaling, no encoding, fresh radius per level, fixed budgets)
 PAPER_PRESET: dict[str, Any] = {"max_step_radius": 0.0, "periodic_inputs": False,
-                                "carry_radius": False, "patience": 0}
+                                "carry_radius": False, "patience": 0, "output_basis_tol": 0.0,
+                                "float32_features": False}
 
 #: The default preset (best surrogate, issue 12): settings that differ from the paper's
 #: (the stable start, max_step_radius, is per problem below: on CDR 800 it measured worse
 #: test errors, on the DCR subset better ones; docs/training-quality.md)
 DEFAULT_PRESET: dict[str, Any] = {"max_step_radius": 0.0, "periodic_inputs": True,
-                                  "carry_radius": True, "patience": 0}
+                                  "carry_radius": True, "patience": 0,
+                                  "output_basis_tol": 1e-5}
 #: ... and its per-problem values (budgets per level for GNvpro / full GN / L-BFGSvpro):
 #: more work units on the coarse levels, where one costs 1/4 (d = 2) and 1/2 (d = 4) of the
-#: finest level's (bench/bench_quality.py, docs/training-quality.md). DCR: width 24 at 800 work
-#: units (test 0.0132 in 54 s on the 10,000-sample data) beat width 16 at 1300 (0.0177 in 79 s);
-#: CDR: width 10 (test 0.0036, median of seeds 0-4 0.0039) beat 8 (0.0040, median 0.0053), 12, 14
+#: finest level's (bench/bench_quality.py, docs/training-quality.md). DCR (issue 18,
+#: docs/peers.md): width 64 at 2000 work units with float32 features and the output basis
+#: (test 0.0039-0.0041 in about 100 s of CPU) beat width 24 at 800 (0.0132), 48 at 2400
+#: (0.0041-0.0046) and 80 at 1600 (0.0046); CDR: width 10 (test 0.0036, median of seeds 0-4
+#: 0.0039) beat 8 (0.0040, median 0.0053), 12, 14
 DEFAULT_PRESET_PROBLEM: dict[str, dict[str, Any]] = {
     "cdr": {"width": 10, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
-    "dcr": {"width": 24, "budgets": [400.0, 250.0, 150.0], "max_step_radius": 2.0},
-    "unknown": {"width": 8, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
+    "dcr": {"width": 64, "budgets": [1000.0, 625.0, 375.0], "max_step_radius": 2.0,
+            "float32_features": True},
+    "unknown": {"width": "data", "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
 }
+#: the default preset's width on other problems: chosen from the data (train.auto)
+DATA_WIDTH = "data"
+
+
+def n_in_encoded(data: Any, periodic_inputs: dict | None) -> int | None:
+    """Network inputs of ``data`` after the periodic encoding (None without data)."""
+    if data is None:
+        return None
+    return int(data.n_in) + len(periodic_inputs or {})
 PRESETS = ("default", "paper")
 
 
@@ -347,7 +387,7 @@ def problem_choices(facts: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
-                   facts: dict[str, Any] | None = None) -> dict:
+                   data: Any = None, facts: dict[str, Any] | None = None) -> dict:
     """Replace ``"auto"`` values by the defaults of ``problem``, its facts and ``preset``.
 
     Parameters
@@ -358,17 +398,24 @@ def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
         ``"paper"``: GNvpro table 2 as published (SPEC section 4); ``"default"``: the best
         surrogate (stable initialisation, problem-declared encodings, radius continuation,
         budgets moved towards the cheaper coarse levels; issue 12).
+    data : datasets.split_data.SplitData, optional
+        The data, for the data-driven defaults of :mod:`train.auto` (the default preset on
+        problems other than CDR and DCR: target scaling and width from the training split;
+        without it ``scale_targets`` is ``"global"`` and the width the fixed default).
     facts : dict, optional
-        The problem's training facts (periodic parameters, default split, training hints)
-        as recorded with the data; default: the registered problem's
-        (:func:`solvers.facts.training_facts`), none for another name.
+        The problem's training facts (periodic parameters, default split, training hints);
+        default: those that come with ``data`` (:attr:`datasets.split_data.SplitData.facts`)
+        if any, else the registered problem's (:func:`solvers.facts.training_facts`), none
+        for another name.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     cfg = copy.deepcopy(cfg)
     key = problem if problem in PROBLEM_DEFAULTS else "unknown"
     pd = dict(PROBLEM_DEFAULTS[key])
-    pd.update(problem_choices(training_facts(problem) if facts is None else facts))
+    if facts is None:
+        facts = getattr(data, "facts", None) or training_facts(problem)
+    pd.update(problem_choices(facts))
     switches = dict(PAPER_PRESET if preset == "paper" else DEFAULT_PRESET)
     if pd["periodic_hint"] is not None and preset == "default":
         switches["periodic_inputs"] = bool(pd["periodic_hint"])
@@ -387,10 +434,27 @@ def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
         for k in ("carry_radius", "patience"):
             if cfg[method][k] == AUTO:
                 cfg[method][k] = switches[k]
-    if model["width"] == AUTO:
-        model["width"] = 16 if resnet else pd["width"]
+    if cfg["gnvpro"]["output_basis_tol"] == AUTO:
+        cfg["gnvpro"]["output_basis_tol"] = switches["output_basis_tol"]
+    if cfg["gnvpro"]["float32_features"] == AUTO:
+        cfg["gnvpro"]["float32_features"] = bool(
+            preset == "default" and DEFAULT_PRESET_PROBLEM[key].get("float32_features", False))
+    if cfg["normalization"]["scale_targets"] == AUTO:
+        from train.auto import target_scaling
+
+        cfg["normalization"]["scale_targets"] = target_scaling(
+            data.c["train"] if preset == "default" and key == "unknown" and data is not None
+            else None)
     if model["levels"] == AUTO:
         model["levels"] = [8] if resnet else [2, 4, 8]
+    if model["width"] == AUTO:
+        model["width"] = 16 if resnet else pd["width"]
+        if model["width"] == DATA_WIDTH:
+            from train.auto import default_width
+
+            model["width"] = default_width(data, cfg["normalization"]["scale_targets"],
+                                           n_in_encoded(data, model["periodic_inputs"]),
+                                           model["levels"][-1])
     for key in ("standardize_inputs", "center_targets"):
         if cfg["normalization"][key] == AUTO:
             cfg["normalization"][key] = pd[key]

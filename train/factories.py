@@ -6,18 +6,21 @@ build exactly the same optimiser and initial model from the same settings and se
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from datasets.split_data import SplitData
 from surrogate.encoding import periodic_encoding
 from surrogate.normalization import Normalizer
-from surrogate.separable import SeparableModel, build_extractor
+from surrogate.separable import SeparableModel, augment, build_extractor
 from train.adam import Adam
 from train.base import Optimizer
 from train.gauss_newton import GaussNewton
 from train.gnvpro import GNvpro
 from train.lbfgs_vpro import LBFGSvpro
 from train.slimtrain import SlimTrain
+from train.varpro import WorkCounter, solve_inner
 
 
 def level_budgets(method: str, cfg: dict) -> list[float] | None:
@@ -57,7 +60,8 @@ def make_optimizer(method: str, cfg: dict, seed: int) -> tuple[Optimizer, list[i
     if method == "gnvpro":
         opt = GNvpro(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],
                      max_iter=m["max_iter"], grad_tol=m["grad_tol"], grad_rtol=m["grad_rtol"],
-                     carry_radius=bool(m.get("carry_radius", False)))
+                     carry_radius=bool(m.get("carry_radius", False)),
+                     output_basis_tol=float(m.get("output_basis_tol", 0.0)))
         return opt, cfg["model"]["levels"]
     if method == "gn":
         opt = GaussNewton(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],
@@ -122,7 +126,8 @@ def build_model(cfg: dict, data: SplitData, levels: list[int], seed: int,
                                 device=device)
     norm = Normalizer(n_in, data.n_out,
                       standardize_inputs=cfg["normalization"]["standardize_inputs"],
-                      center_targets=cfg["normalization"]["center_targets"])
+                      center_targets=cfg["normalization"]["center_targets"],
+                      scale_targets=cfg["normalization"].get("scale_targets", "global"))
     y_train = torch.as_tensor(data.y["train"])
     norm.fit(encoding(y_train) if encoding is not None else y_train,
              torch.as_tensor(data.c["train"]))
@@ -145,3 +150,42 @@ def warm_up(model: SeparableModel, Y: torch.Tensor) -> None:
     dummy = torch.zeros(1, requires_grad=True)      # the first torch.optim step imports
     dummy.grad = torch.zeros(1)                     # torch._dynamo (seconds; ADAM, slimTrain)
     torch.optim.Adam([dummy]).step()
+
+
+def training_config(method: str, cfg: dict) -> dict:
+    """The configuration the network is built with while training: ``model.dtype`` float32
+    when ``[gnvpro] float32_features`` is on (GNvpro only), else ``cfg`` itself."""
+    if method == "gnvpro" and cfg["gnvpro"].get("float32_features") \
+            and cfg["model"]["dtype"] != "float32":
+        cfg = copy.deepcopy(cfg)
+        cfg["model"]["dtype"] = "float32"
+    return cfg
+
+
+@torch.no_grad()
+def promote(model: SeparableModel, dtype: torch.dtype, Y: torch.Tensor, C: torch.Tensor,
+            alpha2: float, counter: WorkCounter | None = None) -> SeparableModel:
+    """A copy of a model trained with float32 features in ``dtype``, with W re-solved in
+    float64 for the features computed in ``dtype`` (VarPro, GNvpro eq. 2.8; 1 work unit).
+
+    Parameters
+    ----------
+    model : SeparableModel
+    dtype : torch.dtype
+        Of the returned network (``model.dtype`` of the configuration).
+    Y : torch.Tensor, shape (n, n_in)
+        Encoded, normalised training inputs (any floating dtype; float64 recommended).
+    C : torch.Tensor, shape (n, n_out)
+        Normalised training targets.
+    alpha2 : float
+        Tikhonov parameter of W.
+    counter : WorkCounter, optional
+    """
+    if model.W.dtype == dtype:
+        return model
+    new = copy.deepcopy(model).to(dtype)
+    Z_a = augment(new.features(Y.to(dtype=dtype, device=new.W.device)))
+    if counter is not None:
+        counter.add(1)
+    new.W.copy_(solve_inner(Z_a, C, alpha2).W.to(dtype))
+    return new

@@ -7,7 +7,7 @@ import torch
 from surrogate.separable import SeparableModel
 from train.base import Callback, Optimizer
 from train.trust_region import TRSettings, minimize_trust_region
-from train.varpro import VarProProblem, WorkCounter
+from train.varpro import VarProProblem, WorkCounter, output_basis
 
 
 class GNvpro(Optimizer):
@@ -32,6 +32,11 @@ class GNvpro(Optimizer):
         Start each level after the first with the trust-region radius the previous level
         ended with (continuation), instead of the norm of the first full Gauss-Newton step.
         :meth:`reset` forgets it (the multilevel trainer calls it before its first level).
+    output_basis_tol : float
+        Fit the principal-component coefficients of the targets instead of the targets
+        (:func:`train.varpro.output_basis`: the fewest components that leave out at most this
+        relative Frobenius norm of C; 0 = all outputs, the paper's method). The saved W is
+        mapped back to all outputs.
     """
 
     method = "gnvpro"
@@ -39,8 +44,10 @@ class GNvpro(Optimizer):
     def __init__(self, *, alpha1: float = 1e-10, alpha2: float = 1e-10,
                  max_work_units: float = 200.0, r_max: int = 20, krylov_tol: float = 1e-2,
                  max_iter: int = 10_000, grad_tol: float = 0.0, grad_rtol: float = 1e-10,
-                 carry_radius: bool = False) -> None:
+                 carry_radius: bool = False, output_basis_tol: float = 0.0) -> None:
         super().__init__(alpha1=alpha1, alpha2=alpha2, max_work_units=max_work_units)
+        self.output_basis_tol = float(output_basis_tol)
+        self._basis: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.r_max = r_max
         self.krylov_tol = krylov_tol
         self.max_iter = max_iter
@@ -48,6 +55,7 @@ class GNvpro(Optimizer):
         self.grad_rtol = grad_rtol
         self.carry_radius = carry_radius
         self.radius_: float | None = None
+        self.deadline: float | None = None     # time.perf_counter() value (--time-budget)
 
     def reset(self) -> None:
         """Forget the radius carried between levels."""
@@ -57,9 +65,18 @@ class GNvpro(Optimizer):
         return TRSettings(r_max=self.r_max, krylov_tol=self.krylov_tol, max_iter=self.max_iter,
                           grad_tol=self.grad_tol, grad_rtol=self.grad_rtol)
 
+    def basis(self, C: torch.Tensor) -> torch.Tensor | None:
+        """The output basis of ``C`` (n, m) (computed once per data, kept across levels)."""
+        if self.output_basis_tol <= 0:
+            return None
+        if self._basis is None or self._basis[0] is not C:
+            self._basis = (C, output_basis(C, self.output_basis_tol))
+        return self._basis[1]
+
     def _run(self, model: SeparableModel, Y: torch.Tensor, C: torch.Tensor,
              counter: WorkCounter, start: float, callback: Callback) -> str:
-        problem = VarProProblem(model.features, Y, C, self.alpha1, self.alpha2, counter)
+        problem = VarProProblem(model.features, Y, C, self.alpha1, self.alpha2, counter,
+                                basis=self.basis(C))
 
         def on_iterate(record: dict, x: torch.Tensor, state) -> str | None:
             problem.store(model, state)
@@ -68,7 +85,8 @@ class GNvpro(Optimizer):
         budget = self.max_work_units - (counter.units - start)
         result = minimize_trust_region(problem, problem.flat.get(), budget, self._settings(),
                                        on_iterate,
-                                       radius0=self.radius_ if self.carry_radius else None)
+                                       radius0=self.radius_ if self.carry_radius else None,
+                                       deadline=self.deadline)
         self.radius_ = result.radius
         problem.store(model, result.state)
         return result.stop_reason

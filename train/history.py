@@ -15,12 +15,14 @@ from solvers.common.atomic import write_bytes_atomic, write_text_atomic
 
 COLUMNS = ("method", "level", "n_steps", "iteration", "loss", "val_loss", "train_rel_err",
            "val_rel_err", "work_units", "wall_time", "grad_norm", "step_norm", "radius", "rho",
-           "krylov_rank", "rejected")
+           "krylov_rank", "rejected", "train_scale_free", "val_scale_free")
 """CSV columns. ``iteration`` counts accepted iterations within a level (epochs for ADAM),
 ``work_units`` and ``wall_time`` are cumulative over levels, ``loss`` is the training
 objective (normalised units, regularisation included), ``val_loss`` the data term
 1/(2 n_val) ||W Z - C||^2 on the validation split, and the relative errors are means of
-||c_pred - c|| / ||c - c_shift|| over the samples. Empty cells: not applicable."""
+||c_pred - c|| / ||c - c_shift|| over the samples; ``*_scale_free`` are the relative
+Frobenius errors of the standardised outputs (:mod:`surrogate.metrics`, training-split
+statistics). Empty cells: not applicable."""
 
 _INT_COLUMNS = {"level", "n_steps", "iteration", "krylov_rank", "rejected"}
 

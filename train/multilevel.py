@@ -13,12 +13,55 @@ from typing import Any, TextIO
 
 import torch
 
-from surrogate.metrics import relative_errors
+from surrogate.metrics import CONSTANT_OUTPUT_RTOL
 from surrogate.separable import SeparableModel
 from train.base import Optimizer
 from train.errors import NonFiniteTrainingError
 from train.history import History
 from train.varpro import WorkCounter
+
+#: what a :class:`Monitor` selects the model by
+SCORES = ("relative", "scale_free")
+
+
+class _Targets:
+    """Normalised targets of one split and the constants of its error figures, computed
+    once (the monitor evaluates them after every iteration).
+
+    Parameters
+    ----------
+    C : torch.Tensor, shape (n, m)
+        Normalised targets.
+    scale : torch.Tensor, shape (m,), optional
+        Per-output target scales: relative errors of ``C * scale`` (physical units).
+    C_train : torch.Tensor, shape (n_train, m)
+        Normalised training targets: their per-output mean and standard deviation
+        standardise the scale-free error (outputs constant there are left out).
+    """
+
+    def __init__(self, C: torch.Tensor, scale: torch.Tensor | None,
+                 C_train: torch.Tensor) -> None:
+        self.C = C.to(torch.float64)
+        self.scale = None if scale is None else scale.to(dtype=torch.float64,
+                                                         device=self.C.device)
+        ref = self.C if self.scale is None else self.C * self.scale
+        self.ref_norm = torch.linalg.vector_norm(ref, dim=1)                      # (n,)
+        Ct = C_train.to(dtype=torch.float64, device=self.C.device)
+        std = Ct.std(dim=0, unbiased=False)
+        keep = std > CONSTANT_OUTPUT_RTOL * std.max() if std.numel() else std > 0
+        self.weights = torch.where(keep, 1.0 / torch.where(keep, std, 1.0), 0.0)  # (m,)
+        self.den = float(torch.linalg.vector_norm((self.C - Ct.mean(dim=0)) * self.weights))
+
+    def errors(self, pred: torch.Tensor) -> tuple[float, float, float]:
+        """Mean per-sample relative error (physical units), relative Frobenius error of the
+        standardised outputs and the data term 1/(2n) ||pred - C||^2 of predictions
+        ``pred`` (n, m) in normalised units."""
+        diff = pred.to(torch.float64) - self.C
+        phys = diff if self.scale is None else diff * self.scale
+        rel = float((torch.linalg.vector_norm(phys, dim=1) / self.ref_norm).mean())
+        sf = float(torch.linalg.vector_norm(diff * self.weights)) / self.den \
+            if self.den > 0 else math.nan
+        return rel, sf, float(0.5 * (diff**2).sum() / max(diff.shape[0], 1))
 
 
 class Monitor:
@@ -49,6 +92,14 @@ class Monitor:
         of the level for ``patience`` consecutive iterates. None: never.
     min_improvement : float
         Relative improvement that counts for ``patience``.
+    scale : torch.Tensor, shape (m,), optional
+        Per-output target scales of the normaliser (issue 18): the relative errors are
+        computed on ``C * scale``, i.e. in physical units, as for a global scale.
+    score : "relative" or "scale_free"
+        What selects the model: the mean per-sample relative error (SPEC section 4), or the
+        relative Frobenius error of the standardised outputs (training-split statistics;
+        :func:`surrogate.metrics.relative_frobenius`), for data on which the per-sample
+        relative error is ill-conditioned. Both are recorded in the history.
 
     Attributes
     ----------
@@ -61,9 +112,16 @@ class Monitor:
                  validation: tuple[torch.Tensor, torch.Tensor] | None = None, *,
                  counter: WorkCounter | None = None, stream: TextIO | None = sys.stdout,
                  wall_offset: float = 0.0, patience: int | None = None,
-                 min_improvement: float = 0.0) -> None:
+                 min_improvement: float = 0.0, scale: torch.Tensor | None = None,
+                 score: str = "relative") -> None:
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         self.method = method
         self.Y, self.C = Y, C
+        self.score = score
+        per_output = scale if scale is not None and scale.dim() == 1 else None
+        self._train = _Targets(C, per_output, C)
+        self._val = None if validation is None else _Targets(validation[1], per_output, C)
         self.validation = validation
         self.counter = counter if counter is not None else WorkCounter()
         self.stream = stream
@@ -99,14 +157,12 @@ class Monitor:
         if not math.isfinite(row["loss"]):
             self._non_finite(row)
         Y = self.Y.to(dtype=model.W.dtype, device=model.W.device)
-        row["train_rel_err"] = float(relative_errors(model(Y), self.C).mean())
-        score: float = row["train_rel_err"]
-        if self.validation is not None:
-            Yv, Cv = self.validation
-            pred = model(Yv.to(dtype=model.W.dtype, device=model.W.device)).to(torch.float64)
-            Cv = Cv.to(dtype=torch.float64, device=pred.device)
-            row["val_loss"] = float(0.5 * ((pred - Cv) ** 2).sum() / Cv.shape[0])
-            row["val_rel_err"] = score = float(relative_errors(pred, Cv).mean())
+        row["train_rel_err"], row["train_scale_free"], _ = self._train.errors(model(Y))
+        if self.validation is not None and self._val is not None:
+            Yv = self.validation[0].to(dtype=model.W.dtype, device=model.W.device)
+            row["val_rel_err"], row["val_scale_free"], row["val_loss"] = self._val.errors(
+                model(Yv))
+        score = self._score(row)
         self.history.append(row)
         if math.isfinite(score) and (self.best_row is None or score < self._score(self.best_row)):
             self.best_row = dict(row)
@@ -133,7 +189,9 @@ class Monitor:
         raise err
 
     def _score(self, row: dict) -> float:
-        return row["val_rel_err"] if self.validation is not None else row["train_rel_err"]
+        prefix = "val" if self.validation is not None else "train"
+        key = f"{prefix}_rel_err" if self.score == "relative" else f"{prefix}_scale_free"
+        return row.get(key, math.inf)
 
     def _line(self, row: dict) -> str:
         val = (f" val {row['val_loss']:.3e}" if "val_loss" in row else "")
@@ -160,6 +218,10 @@ class MultilevelTrainer:
     budgets : sequence of float, optional
         Work-unit budget of each level (sets ``optimizer.max_work_units`` before the level);
         default: the optimiser's own budget on every level.
+    time_budgets : sequence of float, optional
+        Seconds of wall time of each level (``--time-budget``; optimisers with a
+        ``deadline`` attribute, i.e. GNvpro): level l ends by ``start + sum(time_budgets[:l +
+        1])``, so time a level leaves unused goes to the next one.
 
     Attributes
     ----------
@@ -170,12 +232,16 @@ class MultilevelTrainer:
     """
 
     def __init__(self, optimizer: Optimizer, levels: Sequence[int] = (2, 4, 8),
-                 budgets: Sequence[float] | None = None) -> None:
+                 budgets: Sequence[float] | None = None,
+                 time_budgets: Sequence[float] | None = None) -> None:
         self.optimizer = optimizer
         self.levels = tuple(levels)
-        if budgets is not None and len(budgets) != len(self.levels):
-            raise ValueError(f"{len(budgets)} budgets for {len(self.levels)} levels")
+        for what, b in (("budgets", budgets), ("time budgets", time_budgets)):
+            if b is not None and len(b) != len(self.levels):
+                raise ValueError(f"{len(b)} {what} for {len(self.levels)} levels")
         self.budgets = None if budgets is None else tuple(float(b) for b in budgets)
+        self.time_budgets = None if time_budgets is None else tuple(
+            float(t) for t in time_budgets)
 
     def fit(self, model: SeparableModel, Y: torch.Tensor, C: torch.Tensor, monitor: Monitor,
             *, start_level: int = 0,
@@ -199,10 +265,13 @@ class MultilevelTrainer:
         self.stop_reasons_: list[str] = []
         if hasattr(self.optimizer, "reset"):
             self.optimizer.reset()                 # no radius carried into the first level
+        t0 = time.perf_counter()
         for level in range(start_level, len(self.levels)):
             n_steps = self.levels[level]
             if self.budgets is not None:
                 self.optimizer.max_work_units = self.budgets[level]
+            if self.time_budgets is not None and hasattr(self.optimizer, "deadline"):
+                self.optimizer.deadline = t0 + sum(self.time_budgets[start_level:level + 1])
             if model.features.n_steps != n_steps:
                 model = model.prolong(n_steps)
             monitor.set_level(level, len(self.levels), n_steps)

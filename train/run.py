@@ -32,9 +32,11 @@ from solvers.errors import UsageError
 from surrogate.artifact import save_surrogate, state_to_npz_bytes
 from surrogate.errors import NonFiniteModelError
 from surrogate.metadata import io_metadata_from_dataset
-from surrogate.metrics import ERROR_DEFINITION
+from surrogate.metrics import ERROR_DEFINITION, SCALE_FREE_DEFINITION
 from surrogate.separable import SeparableModel
+from train.auto import selection_score
 from train.base import Optimizer
+from train.budget import apply_plan, time_plan
 from train.checkpoint import (
     Checkpoint,
     fingerprint,
@@ -44,14 +46,26 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.config import AUTO, merge_config, read_toml, resolve_config, slimtrain_model_config
-from train.factories import build_model, level_budgets, make_optimizer, warm_up
+from train.factories import (
+    build_model,
+    level_budgets,
+    make_optimizer,
+    promote,
+    training_config,
+    warm_up,
+)
 from train.history import History, plot_convergence
 from train.multilevel import Monitor, MultilevelTrainer
 from train.outputs import CreatedFolders, check_output_folder, staged
 from train.resources import check_memory
 from train.slimtrain import SlimTrain, plot_lambda_history, write_lambda_history
-from train.summary import LABELS, split_errors, table
+from train.summary import LABELS, scale_free_summary, scale_free_table, split_errors, table
 from train.varpro import WorkCounter
+
+#: what selected the model (summary.json "selection"), by :func:`train.auto.selection_score`
+SELECTION = {"relative": "mean relative error",
+             "scale_free": "relative Frobenius error of the standardised outputs (the "
+                           "per-sample relative error is ill-conditioned on this data)"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,8 @@ class RunOptions:
         What may happen to an interrupted run or another run's model in a model folder.
     stream : text stream or None
         Progress lines; None for ``--quiet``.
+    time_budget : float or None
+        ``--time-budget``: seconds of GNvpro training (``[gnvpro] time_budget``).
     """
 
     data: str
@@ -94,6 +110,7 @@ class RunOptions:
     overwrite: bool = False
     stream: TextIO | None = None
     ensemble: int = 0            # K >= 2: an ensemble of K members (train.ensemble)
+    time_budget: float | None = None
 
     def target(self, method: str) -> Path:
         """The model folder of ``method``."""
@@ -141,11 +158,12 @@ def check_finite_predictions(model: SeparableModel, data: SplitData) -> None:
     bad = ~np.isfinite(pred)
     if bad.any():
         i, j = (int(k[0]) for k in np.nonzero(bad))
+        scales = model.normalizer.c_scale.reshape(-1)         # one, or one per output
         raise NonFiniteModelError(
             f"not saving the model: its predictions on the training split are not finite "
             f"({int(bad.sum())} values, e.g. sample {i}, observable {j}: {pred[i, j]}; target "
-            f"scale c_scale = {float(model.normalizer.c_scale)}): rescale the targets of the "
-            "data file")
+            f"scale c_scale = {float(scales[min(j, scales.numel() - 1)])}): rescale the "
+            "targets of the data file")
 
 
 def write_slimtrain_outputs(opt: SlimTrain, out: Path, label: str) -> dict:
@@ -207,7 +225,7 @@ def _save(out: Path, model: SeparableModel, meta: dict, data: SplitData, history
         plot_convergence({label: history}, stage / "convergence.png",
                          title=f"{label} on {data.problem}")
         write_text_atomic(stage / "summary.json", json.dumps(summary, indent=2) + "\n")
-        write_text_atomic(stage / "summary.txt", table([summary]))
+        write_text_atomic(stage / "summary.txt", table([summary]) + scale_free_table(summary))
 
 
 def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, seed: int,
@@ -238,8 +256,14 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
     run_id = warm_run_id(run_fingerprint(method, cfg, seed, data), init)  # as resolved
     if method == "slimtrain":
         cfg = slimtrain_model_config(cfg)
+    plan, cpu_plan = None, time.process_time()
+    if method == "gnvpro" and cfg["gnvpro"].get("time_budget", 0) > 0:
+        plan = time_plan(cfg, data, seed=seed, device=device, out=out, resume=resume,
+                         stream=stream)
+        cfg = apply_plan(cfg, plan)
+    cpu_plan = time.process_time() - cpu_plan
     opt, levels = make_optimizer(method, cfg, seed)
-    model = build_model(cfg, data, levels, seed, device)
+    model = build_model(training_config(method, cfg), data, levels, seed, device)
     counter, start_level, wall0 = WorkCounter(), 0, 0.0
     if init is not None:
         model, start_level = copy.deepcopy(init).to(device), len(levels) - 1
@@ -256,19 +280,29 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
     warm_up(model, Y)
     validation = _normalised(model, data, "validation", device) \
         if data.y["validation"].shape[0] else None
+    shift = model.normalizer.c_shift.cpu().numpy() if model.normalizer.center_targets else None
+    score = selection_score(data.c["train"], data.c["validation"], shift)
+    if plan is not None and ckpt is None:
+        wall0 = plan.probe_seconds                  # the probes count against the budget
     monitor = Monitor(method, Y, C, validation, counter=counter, stream=stream, wall_offset=wall0,
                       patience=cfg[method].get("patience") or None,
-                      min_improvement=cfg[method].get("min_improvement", 0.0))
+                      min_improvement=cfg[method].get("min_improvement", 0.0),
+                      scale=model.normalizer.c_scale, score=score)
     if ckpt is not None:
         monitor.history = History(ckpt.history)
         monitor.best_model, monitor.best_row = ckpt.best_model, ckpt.best_row
     on_level_end = _checkpoint_hooks(opt, out, run_id, monitor, counter)
 
-    cpu0 = time.process_time()
-    trainer = MultilevelTrainer(opt, levels, level_budgets(method, cfg))
+    cpu0 = time.process_time() - (cpu_plan if ckpt is None else 0.0)
+    trainer = MultilevelTrainer(opt, levels, level_budgets(method, cfg),
+                                time_budgets=None if plan is None else plan.level_seconds)
     if start_level < len(levels):
         trainer.fit(model, Y, C, monitor, start_level=start_level, on_level_end=on_level_end)
     selected = monitor.best_model if monitor.best_model is not None else model
+    final_dtype = getattr(torch, cfg["model"]["dtype"])
+    if selected.W.dtype != final_dtype:                 # trained with float32 features
+        y64 = selected.encode(torch.as_tensor(data.y["train"], device=device))
+        selected = promote(selected, final_dtype, y64, C, cfg["loss"]["alpha2"], counter)
     summary = {
         "method": method,
         "problem": data.problem,
@@ -276,14 +310,18 @@ def train_one(method: str, cfg: dict, data: SplitData, *, device: torch.device, 
         "error_definition": ERROR_DEFINITION,
         "targets_centered": model.normalizer.center_targets,
         "selected": monitor.best_row,
-        "selection": "validation mean relative error" if validation is not None
-                     else "training mean relative error (no validation split)",
+        "selection": SELECTION[score] + (" on the validation split" if validation is not None
+                                         else " on the training split (no validation split)"),
         "work_units": counter.units,
         "wall_time": monitor.wall_time(),
         "cpu_time": time.process_time() - cpu0,     # this process, all threads (load-proof)
         "stop_reasons": getattr(trainer, "stop_reasons_", []),
         "device": str(device),
+        "scale_free_definition": SCALE_FREE_DEFINITION,
+        **scale_free_summary(selected, data),
     }
+    if plan is not None:
+        summary["time_budget"] = plan.as_dict()
     if isinstance(opt, SlimTrain):
         summary["slimtrain"] = write_slimtrain_outputs(opt, out, LABELS[method])
     summary["run_id"] = run_id
@@ -302,12 +340,13 @@ def load_run_data(opts: RunOptions) -> tuple[dict, SplitData]:
     ConfigError, DataError, DatasetFileError
     """
     user = read_toml(opts.config) if opts.config else {}
+    if opts.time_budget is not None:
+        user.setdefault("gnvpro", {})["time_budget"] = float(opts.time_budget)
     cfg = merge_config(user, source=opts.config or "config")
     split_seed = opts.seed if cfg["split"]["seed"] == AUTO else cfg["split"]["seed"]
     fractions = None if cfg["split"]["fractions"] == AUTO else cfg["split"]["fractions"]
     data = load_split_data(opts.data, fractions=fractions, seed=split_seed)
-    return resolve_config(cfg, data.problem, opts.seed, preset=opts.preset,
-                          facts=data.facts), data
+    return resolve_config(cfg, data.problem, opts.seed, preset=opts.preset, data=data), data
 
 
 def plan_outputs(opts: RunOptions, cfg: dict, data: SplitData) -> dict[str, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -179,7 +180,8 @@ class TRResult:
 def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
                           settings: TRSettings,
                           callback: Callable[[dict, torch.Tensor, object], str | None]
-                          | None = None, *, radius0: float | None = None) -> TRResult:
+                          | None = None, *, radius0: float | None = None,
+                          deadline: float | None = None) -> TRResult:
     """Gauss-Newton-Krylov trust region on ``1/2 ||r(x)||^2`` within a work-unit budget.
 
     Parameters
@@ -198,6 +200,12 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
     radius0 : float, optional
         Initial trust-region radius (e.g. carried over from the previous level); default the
         norm of the first full Gauss-Newton step.
+    deadline : float, optional
+        ``time.perf_counter()`` value by which the call must return (``--time-budget``):
+        before each iteration the seconds per work unit of the previous iteration (callback
+        included; at first those of the initial evaluation) predict its duration; the Krylov
+        rank is capped to fit, and the call stops ("time budget") when not even rank 1 fits.
+        So it overruns only by the error of that prediction (at most about one iteration).
 
     Returns
     -------
@@ -210,12 +218,14 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
         return callback(record, x, state) if callback is not None else None
 
     x = x0.clone()
+    t_iter, wu_iter = time.perf_counter(), counter.units
     state = problem.evaluate(x)
     g = problem.gradient(state)
     gnorm0 = gnorm = float(torch.linalg.vector_norm(g))
     radius: float | None = radius0
     stop = emit({"iteration": 0, "loss": state.loss, "grad_norm": gnorm})
     it, reason = 0, "budget"
+    sec_per_wu = (time.perf_counter() - t_iter) / max(counter.units - wu_iter, 1e-12)
     while True:
         if stop:
             reason = stop
@@ -232,6 +242,13 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
         if r_allowed < 1:
             reason = "budget"
             break
+        if deadline is not None:         # the same for the time left (2 WU per Krylov step)
+            r_time = int(((deadline - time.perf_counter()) / sec_per_wu - 2) // 2)
+            if r_time < 1:
+                reason = "time budget"
+                break
+            r_allowed = min(r_allowed, r_time)
+        t_iter, wu_iter = time.perf_counter(), counter.units
         basis = arnoldi(functools.partial(problem.gn_hvp, state), -g, r_allowed,
                         settings.krylov_tol)
         sub = ProjectedSubproblem(basis)
@@ -253,6 +270,8 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
             if radius < settings.min_radius or counter.units - start + 2 > budget:
                 reason = "trust region collapsed" if radius < settings.min_radius else "budget"
                 return TRResult(x, state, it, reason, radius)
+            if deadline is not None and time.perf_counter() + sec_per_wu > deadline:
+                return TRResult(x, state, it, "time budget", radius)
         if rho < settings.eta_shrink:
             radius *= 0.5
         elif rho > settings.eta_grow and on_boundary:
@@ -264,4 +283,5 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
         stop = emit({"iteration": it, "loss": state.loss, "grad_norm": gnorm,
                      "step_norm": step_norm, "radius": radius, "rho": rho,
                      "krylov_rank": basis.rank, "rejected": rejected})
+        sec_per_wu = (time.perf_counter() - t_iter) / max(counter.units - wu_iter, 1e-12)
     return TRResult(x, state, it, reason, radius)

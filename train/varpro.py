@@ -17,6 +17,14 @@ the augmented residual
 
 whose Jacobian contains the implicit derivative of W(theta) (eqs. 2.13-2.20). Its
 transpose applied to r is the exact reduced gradient (eq. 2.5).
+
+Reduced output basis (issue 18): with P (m, k) orthonormal columns spanning the leading
+principal directions of C (:func:`output_basis`), ``W = W_k P^T`` restricted to that span
+gives ``||Z_a W^T - C||^2 = ||Z_a W_k^T - C P||^2 + ||C (I - P P^T)||^2`` and
+``||W||_F = ||W_k||_F``: the same objective up to a constant, fitted on k columns instead of
+m. With k = rank(C) it is exact; truncated, the optimum moves by at most the dropped part
+``||C (I - P P^T)||_F`` (chosen below a relative tolerance). Every product with the (n, m)
+matrices R and C then costs k/m of the full one.
 """
 
 from __future__ import annotations
@@ -176,6 +184,41 @@ def solve_inner(Z_a: torch.Tensor, C: torch.Tensor, alpha2: float) -> InnerSolut
     return InnerSolution(W=W, U=U, S=S, V=V, alpha2=float(alpha2))
 
 
+def output_basis(C: torch.Tensor, rtol: float, max_fraction: float = 0.5
+                 ) -> torch.Tensor | None:
+    """Leading right singular vectors of C: the smallest k with
+    ``||C (I - P P^T)||_F <= rtol ||C||_F``.
+
+    Parameters
+    ----------
+    C : torch.Tensor, shape (n, m)
+        Normalised training targets.
+    rtol : float
+        Relative Frobenius norm of the part of C left out (> 0).
+    max_fraction : float
+        No basis (None) when k would exceed this fraction of m (nothing to gain).
+
+    Returns
+    -------
+    torch.Tensor, shape (m, k), float64, orthonormal columns; or None
+    """
+    C = C.to(torch.float64)
+    m = C.shape[1]
+    if rtol <= 0 or m < 2:
+        return None
+    lam, vec = torch.linalg.eigh(C.T @ C)              # ascending energies of the directions
+    lam = lam.clamp(min=0).flip(0)
+    vec = vec.flip(1)
+    total = float(lam.sum())
+    if not total > 0:
+        return None
+    tail = lam.flip(0).cumsum(0).flip(0)               # tail[k] = energy beyond k components
+    tail = torch.cat([tail, tail.new_zeros(1)])
+    k = int(torch.nonzero(tail <= rtol**2 * total)[0])
+    k = max(k, 1)
+    return vec[:, :k].contiguous() if k <= max_fraction * m else None
+
+
 @dataclass
 class VarProState:
     """Everything the reduced problem knows at one theta (one forward pass)."""
@@ -207,15 +250,27 @@ class VarProProblem:
         Tikhonov parameters of theta and W.
     counter : WorkCounter, optional
         Work-unit counter (shared between levels).
+    basis : torch.Tensor, shape (m, k), optional
+        Orthonormal output basis P (:func:`output_basis`): the problem is solved for
+        ``C P`` (n, k), the reported loss includes the constant ``||C (I - P P^T)||^2 /
+        (2n)``, and :meth:`store` writes ``W = W_k P^T`` (m, p) into the model.
     """
 
     def __init__(self, features: nn.Module, Y: torch.Tensor, C: torch.Tensor,
                  alpha1: float = 1e-10, alpha2: float = 1e-10,
-                 counter: WorkCounter | None = None) -> None:
+                 counter: WorkCounter | None = None,
+                 basis: torch.Tensor | None = None) -> None:
         self.flat = FlatParams(features)
         self.Y = Y.to(dtype=self.flat.dtype, device=self.flat.device)
         self.C = C.to(dtype=torch.float64, device=self.flat.device)
         self.n = self.Y.shape[0]
+        self.basis: torch.Tensor | None = None
+        self.loss_offset = 0.0
+        if basis is not None:
+            self.basis = basis.to(dtype=torch.float64, device=self.flat.device)
+            Ck = self.C @ self.basis
+            self.loss_offset = float(0.5 * ((self.C - Ck @ self.basis.T) ** 2).sum() / self.n)
+            self.C = Ck
         self.alpha1, self.alpha2 = float(alpha1), float(alpha2)
         self.counter = counter if counter is not None else WorkCounter()
         self._F = self.flat.function(self.Y)
@@ -229,8 +284,9 @@ class VarProProblem:
         """Write theta and the optimal W(theta) of ``state`` into ``model`` (its ``features``
         are this problem's feature extractor; ``model.W`` has shape (m, p))."""
         self.flat.set(state.theta)
+        W = state.W if self.basis is None else self.basis @ state.W    # (m, p)
         with torch.no_grad():
-            model.W.copy_(state.W.to(model.W.dtype))
+            model.W.copy_(W.to(model.W.dtype))
 
     def evaluate(self, theta: torch.Tensor) -> VarProState:
         """Forward pass, inner solve and reduced objective (Algorithm 2.1, right). 1 WU."""
@@ -241,7 +297,7 @@ class VarProProblem:
         inner = solve_inner(Z_a, self.C, self.alpha2)
         R = Z_a @ inner.W.T - self.C
         loss = (0.5 * (R**2).sum() / self.n + 0.5 * self.alpha2 * (inner.W**2).sum()
-                + 0.5 * self.alpha1 * (theta**2).sum())
+                + 0.5 * self.alpha1 * (theta**2).sum() + self.loss_offset)
         return VarProState(theta, Z_a, inner, R, float(loss), lin)
 
     def _features_vjp(self, state: VarProState, Zbar_a: torch.Tensor) -> torch.Tensor:

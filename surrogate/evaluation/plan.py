@@ -99,12 +99,12 @@ def check_report_folder(out: Path) -> None:
 
 
 def _check_weights(model_dir: Path, device: Any) -> None:
-    """Load the model once (weights, SHA-256, architecture) so that a tampered or missing
-    weights file is refused before any solve."""
-    from surrogate.artifact import load_model
+    """Load the model once (weights, SHA-256, architecture; every member of an ensemble) so
+    that a tampered or missing weights file is refused before any solve."""
+    from surrogate.uq_model import load
 
     try:
-        load_model(model_dir, device=device)
+        load(model_dir, device=device)
     except SurrogateFormatError as exc:
         raise EvaluationError(str(exc)) from None
 

@@ -35,7 +35,18 @@ from surrogate.metadata import (
     read_metadata,
     training_file,
 )
-from surrogate.metrics import SPLITS, error_stats, mean_std, per_observable, relative_errors
+from surrogate.metrics import (
+    SCALE_FREE_DEFINITION,
+    SPLITS,
+    conditioning,
+    conditioning_note,
+    error_stats,
+    mean_std,
+    output_statistics,
+    per_observable,
+    relative_errors,
+    scale_free_errors,
+)
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -107,7 +118,10 @@ def write_report(request: EvaluationRequest, plan_: Plan) -> dict[str, Any]:
         "outside_training_box": outside_box(parameter_box(meta, split), y, err, names),
         "cost": cost,
         "figures": figures,
-        "notes": plan_.notes,
+        "scale_free": _scale_free(split, model, pred, c),
+        "conditioning": conditioning(c, shift),
+        "notes": plan_.notes + [n for n in [conditioning_note("fresh", conditioning(c, shift))]
+                                if n],
         **({"uncertainty": unc} if surrogate.has_std else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -178,6 +192,23 @@ def _split_errors(split: Any | None, model: Any, shift: np.ndarray | None
         errs[s] = err
         stats[s] = mean_std(err)
     return stats, errs
+
+
+def _scale_free(split: Any | None, model: Any, pred: np.ndarray, c: np.ndarray
+                ) -> dict[str, Any]:
+    """Scale-free figures (:data:`surrogate.metrics.SCALE_FREE_DEFINITION`) of the fresh data
+    (pred, c: (n, m)) and of the training splits, standardised by the training split's
+    statistics (by the fresh data's own when the training file is gone)."""
+    stats = output_statistics(split.c["train"] if split is not None else c)
+    out: dict[str, Any] = {"definition": SCALE_FREE_DEFINITION,
+                           "standardisation": "training split" if split is not None
+                           else "fresh data (training file not found)",
+                           "fresh": scale_free_errors(pred, c, *stats)}
+    if split is not None:
+        for s in SPLITS:
+            if split.y[s].shape[0]:
+                out[s] = scale_free_errors(model.predict(split.y[s]), split.c[s], *stats)
+    return out
 
 
 def worst_samples(err: np.ndarray, idx: np.ndarray, y: np.ndarray, names: list[str],

@@ -29,6 +29,7 @@ def summary_table(report: dict[str, Any]) -> str:
             lines.append(f"{s:<11} {e['n']:>6} {_mean_std(e):>19} {'':>8} {'':>8} {'':>8}")
     lines.append(f"{'fresh':<11} {report['n_fresh']:>6} {_mean_std(f):>19} "
                  f"{f['median']:>8.4f} {f['p95']:>8.4f} {f['max']:>8.4f}")
+    lines += _scale_free_lines(report.get("scale_free"))
     lines.append(_cost_line(report["cost"]))
     out = report.get("outside_training_box")
     if out is not None:
@@ -36,6 +37,16 @@ def summary_table(report: dict[str, Any]) -> str:
                      f"{report['n_fresh']} fresh samples")
     lines += summary_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def _scale_free_lines(sf: dict[str, Any] | None) -> list[str]:
+    """``scale-free: relative Frobenius error ... R^2 ...`` per data set (none for old
+    reports)."""
+    if not sf:
+        return []
+    parts = [f"{k} {_g4(v['relative_frobenius'])} (R^2 min {_g4(v['r2_min'])}, median "
+             f"{_g4(v['r2_median'])})" for k, v in sf.items() if isinstance(v, dict)]
+    return [f"scale-free error (rel. Frobenius of standardised outputs): {'; '.join(parts)}"]
 
 
 def _cost_line(cost: dict[str, Any]) -> str:
@@ -71,6 +82,7 @@ def markdown(report: dict[str, Any]) -> str:
     f = report["fresh"]
     lines.append(f"| **fresh** | {report['n_fresh']} | {f['mean']:.4g} | {f['std']:.4g} | "
                  f"{f['median']:.4g} | {f['p95']:.4g} | {f['max']:.4g} |")
+    lines += _scale_free_section(report.get("scale_free"))
     lines += _cost_section(report["cost"]) + _worst_section(report["worst"])
     lines += _box_section(report.get("outside_training_box"))
     lines += markdown_lines(report)
@@ -80,6 +92,17 @@ def markdown(report: dict[str, Any]) -> str:
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _scale_free_section(sf: dict[str, Any] | None) -> list[str]:
+    if not sf:
+        return []
+    lines = ["", "## Scale-free errors", "", f"{sf['definition']}; standardised by the "
+             f"{sf['standardisation']}.", "",
+             "| data | relative Frobenius | R^2 min | R^2 median |", "|---|---|---|---|"]
+    lines += [f"| {k} | {_g4(v['relative_frobenius'])} | {_g4(v['r2_min'])} | "
+              f"{_g4(v['r2_median'])} |" for k, v in sf.items() if isinstance(v, dict)]
+    return lines
 
 
 def _cost_section(cost: dict[str, Any]) -> list[str]:
@@ -125,3 +148,7 @@ def _mean_std(s: dict[str, Any] | None) -> str:
 
 def _g(v: float | None) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def _g4(v: float | None) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v:.4g}"

@@ -180,6 +180,16 @@ def test_reported_errors_equal_direct_computation(setup) -> None:
     for name, rel in report["figures"].items():
         assert (setup["ref"] / rel).stat().st_size > 1000, name
     assert "| **fresh** | 20 |" in (setup["ref"] / "report.md").read_text()
+    # scale-free figures (issue 18): standardised by the training split's statistics
+    ctrain = train.isel(sample=np.flatnonzero(train["split"].values == "train"))["c"].values
+    mu, sd = ctrain.mean(axis=0), ctrain.std(axis=0)
+    sf = report["scale_free"]["fresh"]
+    assert sf["relative_frobenius"] == pytest.approx(
+        np.linalg.norm((pred - c) / sd) / np.linalg.norm((c - mu) / sd), rel=1e-10)
+    r2 = 1 - ((pred - c) ** 2).sum(axis=0) / ((c - c.mean(axis=0)) ** 2).sum(axis=0)
+    np.testing.assert_allclose(sf["r2"], r2, rtol=1e-10)
+    assert set(report["scale_free"]) >= {"fresh", "train", "validation", "test"}
+    assert "## Scale-free errors" in (setup["ref"] / "report.md").read_text()
 
 
 def test_training_seed_refused_and_nothing_written(setup, capsys) -> None:

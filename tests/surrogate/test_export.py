@@ -42,13 +42,14 @@ DCR_BOX = {"names": ["depth", "size", "angle"], "lower": [0.2, 0.1, 0.0],
            "upper": [0.6, 0.3, float(np.pi)], "box": "test"}
 BOX = {"names": ["a", "b", "c"], "lower": [0.0, -1.0, 0.5], "upper": [1.0, 1.0, 2.0],
        "box": "test"}
-KINDS = ["neural_ode", "resnet", "dcr_periodic"]
+KINDS = ["neural_ode", "resnet", "dcr_periodic", "per_output"]
 
 
 def make_model(kind: str, *, seed: int = 1, n_out: int = 9,
                dtype: torch.dtype = torch.float64) -> SeparableModel:
     """A small trained-looking model: random weights, fitted normalisation; ``dcr_periodic``
-    has the DCR input encoding (angle y2, period pi: 3 parameters -> 4 network inputs)."""
+    has the DCR input encoding (angle y2, period pi: 3 parameters -> 4 network inputs);
+    ``per_output`` scales its targets (spreads 0.1 ... 1000) one by one (issue 18)."""
     g = torch.Generator().manual_seed(seed)
     periodic = kind == "dcr_periodic"
     n_net = 4 if periodic else 3
@@ -57,9 +58,12 @@ def make_model(kind: str, *, seed: int = 1, n_out: int = 9,
     with torch.no_grad():                      # non-zero biases: every weight matters
         F.b_in.normal_(generator=g)
         F.b.normal_(std=0.3, generator=g)
-    norm = Normalizer(n_net, n_out, center_targets=True).fit(
+    per_output = kind == "per_output"
+    spread = torch.logspace(-1, 3, n_out, dtype=torch.float64) if per_output else 1.0
+    norm = Normalizer(n_net, n_out, center_targets=True,
+                      scale_targets="per_output" if per_output else "global").fit(
         torch.rand(40, n_net, dtype=torch.float64, generator=g) * 2,
-        3 + torch.rand(40, n_out, dtype=torch.float64, generator=g))
+        3 + torch.rand(40, n_out, dtype=torch.float64, generator=g) * spread)
     model = SeparableModel(F, n_out, norm,
                            encoding=PeriodicEncoding(3, {2: np.pi}) if periodic else None)
     with torch.no_grad():
