@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from datasets.split_data import SplitData, load_split_data  # noqa: E402
+from solvers.facts import periodic_from_record  # noqa: E402
 from surrogate import load  # noqa: E402
 from surrogate.encoding import periodic_encoding  # noqa: E402
 from surrogate.metrics import (  # noqa: E402
@@ -54,7 +55,6 @@ from surrogate.metrics import (  # noqa: E402
     scale_free_errors,
 )
 from train.cli import main as train_main  # noqa: E402
-from train.config import PERIODIC_INPUTS  # noqa: E402
 
 
 def metrics(pred: np.ndarray, data: SplitData, shift: np.ndarray | None) -> dict[str, Any]:
@@ -112,7 +112,8 @@ class Features:
     with the training statistics."""
 
     def __init__(self, data: SplitData) -> None:
-        self.encoding = periodic_encoding(data.n_in, PERIODIC_INPUTS.get(data.problem, {}))
+        periodic = {str(k): p for k, p in periodic_from_record(data.facts).items()}
+        self.encoding = periodic_encoding(data.n_in, periodic)
         raw = self.encode(data.y["train"], standardise=False)
         self.mean, self.std = raw.mean(axis=0), raw.std(axis=0)
         self.std[self.std == 0] = 1.0

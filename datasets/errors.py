@@ -1,14 +1,15 @@
 """Exceptions of the datasets package (see :mod:`solvers.errors` for the hierarchy).
 
-All but :class:`~solvers.errors.Interrupted` are user errors (InputError, so ValueError).
+All but :class:`~solvers.errors.Interrupted` and :class:`ProblemBrokeContract` (a RunError) are
+user errors (InputError, so ValueError).
 """
 
 from __future__ import annotations
 
-from solvers.errors import ConfigError, InputError, Interrupted
+from solvers.errors import ConfigError, InputError, Interrupted, RunError
 
 __all__ = ["ConfigError", "ConfigMismatchError", "DataError", "DatasetFileError",
-           "DatasetWriteError", "Interrupted"]
+           "DatasetWriteError", "Interrupted", "ProblemBrokeContract"]
 
 
 class DatasetFileError(InputError):
@@ -25,6 +26,12 @@ class DatasetWriteError(DatasetFileError):
 
 class ConfigMismatchError(InputError):
     """Resuming into a file that was started with a different configuration."""
+
+
+class ProblemBrokeContract(RunError):
+    """A problem broke its contract during a run (observables of the wrong shape or type, or
+    a collective solve that timed out): the job stops (exit status 1) after saving every
+    result so far; the message names the problem, the plugin and the sample."""
 
 
 class DataError(InputError):

@@ -20,14 +20,33 @@ Sample ``i``'s parameters are ``solver.sample_parameters(np.random.default_rng([
 of ranks are identical for the same group size. A caller that chose the parameters itself
 (adaptive sampling, ``refine-surrogate``) passes them as ``GenerationOptions.parameters``
 (samples x p); their SHA-256 is part of the stored configuration, so a resumed run must
-pass the same ones. A sample whose solve raises
-:class:`solvers.SolveError` (or returns non-finite numbers) is retried once by the same group,
-then recorded as failed with the reason. Any other exception is a bug and ends the job.
+pass the same ones.
+
+Problems
+--------
+The problem is any spec :func:`solvers.plugins.resolve_problem` accepts (a registered name,
+``package.module:Class``, ``path/file.py:Class``, an entry point). Before the output file is
+opened every rank resolves and builds it, describes it (its facts, checked) and draws sample
+0 twice to refuse a sampler that is not deterministic; the configuration stored in the file
+records the plugin's identity (``plugin``: import path, file SHA-256 or distribution version)
+and the facts training needs (``facts``), so training needs no user code and resuming with a
+changed plugin is refused naming what changed (:mod:`datasets.writer`).
+
+Failures
+--------
+A sample whose solve raises :class:`solvers.SolveError` or returns non-finite numbers is
+retried once by the same group, then recorded as failed with the reason; so is, for a plugin,
+a solve that raises any exception (its one-line message is the reason). A solve that runs past
+``--sample-timeout`` is recorded as failed without a retry (:mod:`datasets.timeout`, with its
+limits). Observables of the wrong shape or type break the problem's contract: the sample is
+recorded as failed, the file is saved and the job ends (:class:`ProblemBrokeContract`, exit
+status 1; resumable). Any other exception of a registered problem is a bug and ends the job.
 File handling (resume, atomic checkpoints) is in :mod:`datasets.writer`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
@@ -43,13 +62,29 @@ init_mpi()  # loopback defaults for single-node runs, then MPI (before petsc4py 
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
-from datasets.errors import ConfigError, DatasetWriteError, Interrupted  # noqa: E402
-from datasets.sampling import check_seed, draw_parameters  # noqa: E402
+from datasets.errors import (  # noqa: E402
+    ConfigError,
+    DatasetWriteError,
+    Interrupted,
+    ProblemBrokeContract,
+)
+from datasets.sampling import check_seed, draw_parameters, sample_rng  # noqa: E402
 from datasets.splits import SplitSpec  # noqa: E402
 from datasets.storage import FAILED, OK  # noqa: E402
+from datasets.timeout import SampleTimeout, check_timeout, time_limit  # noqa: E402
 from datasets.writer import DatasetWriter  # noqa: E402
-from solvers import SolveError, SolverSettingsError, make_solver  # noqa: E402
+from solvers import SolveError, SolverSettingsError  # noqa: E402
 from solvers.common.memory import check_memory, format_bytes  # noqa: E402
+from solvers.plugins import (  # noqa: E402
+    PluginError,
+    PluginOutputError,
+    Problem,
+    ProblemInfo,
+    check_deterministic_sampler,
+    check_output,
+    one_line,
+    resolve_problem,
+)
 
 #: message tag of results sent to rank 0
 RESULT_TAG = 4242
@@ -72,23 +107,29 @@ class GenerationOptions:
     Attributes
     ----------
     problem : str
-        "cdr" or "dcr".
+        The problem spec: a registered name (:data:`solvers.SOLVERS`), an entry point,
+        ``package.module:Class`` or ``path/file.py:Class`` (:mod:`solvers.plugins`).
     out : Path
         Output HDF5 file (created, or resumed if it exists).
-    samples : int
-        Number of samples.
+    samples : int or None
+        Number of samples; None: the problem's ``default_samples`` (the paper's for CDR and
+        DCR; a problem that declares none needs it).
     seed : int
         Dataset seed (>= 0).
     settings : dict
-        Solver-setting overrides passed to ``make_solver``.
+        Setting overrides passed to the problem's constructor.
     ranks_per_sample : int
         Ranks that solve one sample together.
     split : SplitSpec, optional
-        Split sizes; None means SPEC 3's ratios for the problem.
+        Split sizes; None means the problem's ``default_split`` (SPEC 3's ratios for CDR
+        and DCR).
     checkpoint_interval : float
         Minimum seconds between checkpoints of the output file.
     progress : bool
         Show a progress bar on rank 0.
+    sample_timeout : float, optional
+        Seconds one solve may take before it is interrupted and recorded as failed
+        (:mod:`datasets.timeout`); None: no limit. Not part of the stored configuration.
     parameters : numpy.ndarray, optional
         Shape (samples, p): solve these parameters instead of the sampler's draws (the same
         array on every rank); ``seed`` then only seeds the split.
@@ -96,26 +137,40 @@ class GenerationOptions:
 
     problem: str
     out: Path
-    samples: int
+    samples: int | None
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     ranks_per_sample: int = 1
     split: SplitSpec | None = None
     checkpoint_interval: float = 10.0
     progress: bool = True
+    sample_timeout: float | None = None
     parameters: np.ndarray | None = field(default=None, compare=False)
 
-    def resolved_split(self) -> SplitSpec:
-        """The split to draw: the one given, or the problem's default."""
-        return self.split if self.split is not None else SplitSpec.default(self.problem)
+    def resolved_split(self, default: tuple[float, float, float] | None = None) -> SplitSpec:
+        """The split to draw: the one given, else ``default`` (the problem's declared
+        fractions), else the registered problem's default."""
+        if self.split is not None:
+            return self.split
+        if default is not None:
+            return SplitSpec.from_fractions(default)
+        return SplitSpec.default(self.problem)
+
+    def n_samples(self) -> int:
+        """``samples`` once resolved (:func:`with_problem_defaults`)."""
+        if self.samples is None:
+            raise ConfigError(f"--samples is required for problem {self.problem!r}")
+        return int(self.samples)
 
     def check(self, world_size: int) -> None:
-        """Raise ConfigError for invalid options."""
+        """Raise ConfigError for invalid options (a default split is checked once the
+        problem has declared it)."""
         try:
             check_seed(self.seed)
+            check_timeout(self.sample_timeout)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if self.samples < 1:
+        if self.n_samples() < 1:
             raise ConfigError(f"--samples must be >= 1, got {self.samples}")
         if self.ranks_per_sample < 1 or world_size % self.ranks_per_sample:
             raise ConfigError(f"--ranks-per-sample {self.ranks_per_sample} must divide the "
@@ -127,7 +182,20 @@ class GenerationOptions:
                                   f"shape {y.shape}")
         if not self.checkpoint_interval >= 0:
             raise ConfigError("--checkpoint-interval must be >= 0 seconds")
-        self.resolved_split().check(self.samples)
+        if self.split is not None:
+            self.split.check(self.n_samples())
+
+
+def with_problem_defaults(options: GenerationOptions, problem: Problem) -> GenerationOptions:
+    """``options`` with ``samples`` filled in from the problem's ``default_samples``
+    (ConfigError if it declares none)."""
+    if options.samples is not None:
+        return options
+    samples = problem.facts.default_samples
+    if samples is None:
+        raise ConfigError(f"--samples is required: {problem.label} declares no "
+                          "default_samples")
+    return dataclasses.replace(options, samples=samples)
 
 
 @dataclass(frozen=True)
@@ -150,6 +218,9 @@ class SampleResult:
         Why the last attempt failed ("" if ok).
     rank : int
         World rank of the leader of the group that solved it.
+    fatal : bool
+        The problem broke its contract (wrong output shape or type, a collective solve that
+        timed out): rank 0 records the sample as failed, saves the file and ends the job.
     """
 
     index: int
@@ -159,6 +230,7 @@ class SampleResult:
     attempts: int
     reason: str
     rank: int
+    fatal: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +247,7 @@ class Summary:
     wall_time: float
     solve_wall_time: float
     split_sizes: dict[str, int]
+    first_failure: str = ""
 
     @property
     def rate(self) -> float:
@@ -190,6 +263,13 @@ class Summary:
                 f"{self.n_failed} failed, {pending} pending; {self.n_solved} solved on {ranks} "
                 f"in {self.wall_time:.1f} s wall time (solving {self.solve_wall_time:.1f} s, "
                 f"{self.rate:.3g} samples/s); train/validation/test {splits}")
+
+    def failure_line(self) -> str:
+        """``""``, or one line on the failed samples: how many, and the first one's reason."""
+        if not self.n_failed:
+            return ""
+        return (f"{self.n_failed} sample{'s' if self.n_failed != 1 else ''} failed; first: "
+                f"{self.first_failure}")
 
 
 class SharedCounter:
@@ -223,29 +303,82 @@ class SharedCounter:
         self._win.Free()
 
 
-def solve_sample(solver: Any, seed: int, index: int, rank: int,
-                 parameters: np.ndarray | None = None) -> SampleResult:
-    """Solve sample ``index`` (retrying once on failure); call on every rank of the solver's
-    communicator. ``rank`` is the group leader's world rank, recorded with the result.
-    ``parameters`` (samples x p), when given, replaces the sampler's draw."""
-    y = draw_parameters(solver, seed, index) if parameters is None else \
-        np.asarray(parameters[index], dtype=np.float64)
-    start = time.perf_counter()
-    reason = ""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            c = np.asarray(solver.solve(y, sample=index), dtype=np.float64)
-        except SolveError as exc:
-            reason = exc.reason if exc.time is None else f"{exc.reason} (t = {exc.time:g})"
-            continue
-        if c.shape != (solver.n_observables,):
-            raise RuntimeError(f"{solver.name} returned observables of shape {c.shape} for "
-                               f"sample {index}, expected ({solver.n_observables},)")
-        if np.all(np.isfinite(c)):
+class SampleSolver:
+    """Solves samples on one group of ranks: the built problem, its description and the time
+    limit; call it on every rank of the group (see the module docstring for the failures).
+
+    Parameters
+    ----------
+    problem : Problem
+        The resolved problem.
+    solver : PDESolver
+        ``problem.build(comm, **settings)``.
+    info : ProblemInfo
+        ``problem.describe(solver)`` (n_observables and the label for messages).
+    settings : dict
+        The settings it was built with (to rebuild it after a timeout).
+    comm : MPI.Comm
+        The group's communicator.
+    timeout : float, optional
+        Seconds per solve (:func:`datasets.timeout.time_limit`).
+    parameters : numpy.ndarray, optional
+        (samples, p): the parameters of every sample instead of the sampler's draws.
+    """
+
+    def __init__(self, problem: Problem, solver: Any, info: ProblemInfo,
+                 settings: dict[str, Any], comm: MPI.Comm, timeout: float | None = None,
+                 parameters: np.ndarray | None = None):
+        self.problem, self.solver, self.info = problem, solver, info
+        self.settings, self.comm, self.timeout = settings, comm, timeout
+        self.parameters = parameters
+        self.plugin = problem.identity.kind != "registered"
+        self._stale = False
+
+    def __call__(self, seed: int, index: int, rank: int) -> SampleResult:
+        """Solve sample ``index`` (retrying once on failure). ``rank`` is the group leader's
+        world rank, recorded with the result."""
+        if self._stale:  # a timed-out solve may have left the solver half-way
+            self.solver, self._stale = self.problem.build(self.comm, **self.settings), False
+        y = draw_parameters(self.solver, seed, index) if self.parameters is None else \
+            np.asarray(self.parameters[index], dtype=np.float64)
+        start = time.perf_counter()
+        reason = ""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with time_limit(self.timeout):
+                    raw = self.solver.solve(y, sample=index)
+                c = check_output(self.info, raw, index)
+            except SampleTimeout as exc:
+                return self._timed_out(index, exc, time.perf_counter() - start, attempt, rank)
+            except PluginOutputError as exc:
+                reason = exc.reason
+                if exc.kind != "nonfinite":  # a broken contract: every sample would repeat it
+                    return SampleResult(index, FAILED, None, time.perf_counter() - start,
+                                        attempt, reason, rank, fatal=True)
+                continue
+            except SolveError as exc:
+                reason = exc.reason if exc.time is None else f"{exc.reason} (t = {exc.time:g})"
+                if self.plugin:
+                    reason = f"{self.info.label}: {reason}"
+                continue
+            except Exception as exc:
+                if not self.plugin:  # a registered problem's bug ends the job
+                    raise
+                reason = f"{self.info.label}: solve() raised {one_line(exc)}"
+                continue
             return SampleResult(index, OK, c, time.perf_counter() - start, attempt, "", rank)
-        reason = f"non-finite observables ({np.count_nonzero(~np.isfinite(c))} entries)"
-    return SampleResult(index, FAILED, None, time.perf_counter() - start, MAX_ATTEMPTS, reason,
-                        rank)
+        return SampleResult(index, FAILED, None, time.perf_counter() - start, MAX_ATTEMPTS,
+                            reason, rank)
+
+    def _timed_out(self, index: int, exc: SampleTimeout, elapsed: float, attempt: int,
+                   rank: int) -> SampleResult:
+        reason = f"{self.info.label}: solve() timed out after {exc.seconds:g} s"
+        if self.comm.size > 1:  # the group's collective state is unknown: stop the job
+            return SampleResult(index, FAILED, None, elapsed, attempt,
+                                reason + " in a solve on several ranks (--ranks-per-sample); "
+                                "the ranks of its group may be anywhere", rank, fatal=True)
+        self._stale = True
+        return SampleResult(index, FAILED, None, elapsed, attempt, reason, rank)
 
 
 def generate(options: GenerationOptions, comm: MPI.Intracomm | None = None) -> Summary:
@@ -253,8 +386,10 @@ def generate(options: GenerationOptions, comm: MPI.Intracomm | None = None) -> S
 
     Raises
     ------
-    ConfigError, ConfigMismatchError, DatasetFileError
+    ConfigError, ConfigMismatchError, DatasetFileError, solvers.plugins.PluginError
         User errors, raised on every rank alike before any sample is solved.
+    ProblemBrokeContract
+        On rank 0, when a solve broke the problem's contract (the file is saved first).
     """
     world = (comm if comm is not None else MPI.COMM_WORLD).Dup()
     try:
@@ -263,18 +398,34 @@ def generate(options: GenerationOptions, comm: MPI.Intracomm | None = None) -> S
         world.Free()
 
 
+def problem_config(options: GenerationOptions, problem: Problem, info: ProblemInfo,
+                   split: SplitSpec) -> dict[str, Any]:
+    """The configuration stored in the file (and compared on resume): problem name, solver
+    settings, generation options, the plugin's identity and the problem's training facts."""
+    return {"problem": info.name, "solver": info.settings,
+            "generation": {"samples": options.n_samples(), "seed": options.seed,
+                           "ranks_per_sample": options.ranks_per_sample,
+                           "split": split.to_json()},
+            "plugin": problem.identity.as_dict(), "facts": info.facts_record()}
+
+
 def _generate(options: GenerationOptions, world: MPI.Intracomm) -> Summary:
     start = time.perf_counter()
-    options.check(world.size)
+    problem = _everywhere(world, lambda: resolve_problem(options.problem))
+    options = _everywhere(world, lambda: with_problem_defaults(options, problem))
+    _everywhere(world, lambda: options.check(world.size))
     k = options.ranks_per_sample
     group = world.Split(world.rank // k, world.rank)  # consecutive ranks
     try:
-        solver = _everywhere(world, lambda: _build_solver(options, group))
+        solver = _everywhere(world, lambda: _build_solver(problem, options, group))
+        info = _everywhere(world, lambda: problem.describe(solver))
+        split = options.resolved_split(info.split_fractions)
+        _everywhere(world, lambda: split.check(options.n_samples()))
+        if options.parameters is None:  # the sampler draws the parameters: it must repeat
+            _everywhere(world, lambda: check_deterministic_sampler(
+                solver, options.seed, 0, label=info.label, rng=sample_rng))
         _everywhere(world, lambda: check_sizes(options, solver) if world.rank == 0 else None)
-        config = {"problem": options.problem, "solver": solver.settings(),
-                  "generation": {"samples": options.samples, "seed": options.seed,
-                                 "ranks_per_sample": k,
-                                 "split": options.resolved_split().to_json()}}
+        config = problem_config(options, problem, info, split)
         params = options.parameters
         if params is not None:
             params = np.ascontiguousarray(params, dtype=np.float64)
@@ -282,23 +433,36 @@ def _generate(options: GenerationOptions, world: MPI.Intracomm) -> Summary:
                 params.tobytes()).hexdigest()
         writer = _everywhere(world, lambda: DatasetWriter.open(
             options.out, config, solver, world.size,
-            checkpoint_interval=options.checkpoint_interval,
-            progress=options.progress, parameters=params) if world.rank == 0 else None)
+            checkpoint_interval=options.checkpoint_interval, progress=options.progress,
+            parameters=params, parameter_names=list(info.parameter_names),
+            observable_coords=info.observable_coords) if world.rank == 0 else None)
         todo = world.bcast(writer.pending() if writer is not None else None)
         solve_start = time.perf_counter()
-        _solve_all(world, group, solver, options.seed, todo, writer, params)
+        worker = SampleSolver(problem, solver, info, options.settings, group,
+                              check_timeout(options.sample_timeout), params)
+        _solve_all(world, group, worker, options.seed, todo, writer)
         solve_wall = time.perf_counter() - solve_start
         summary = None
         if writer is not None:
-            splits = writer.finish(options.resolved_split())
+            splits = writer.finish(split)
             status = writer.state.status
-            summary = Summary(options.problem, str(options.out), options.samples,
+            summary = Summary(info.name, str(options.out), options.n_samples(),
                               int(np.count_nonzero(status == OK)),
                               int(np.count_nonzero(status == FAILED)), len(todo), world.size,
-                              time.perf_counter() - start, solve_wall, splits)
+                              time.perf_counter() - start, solve_wall, splits,
+                              _first_failure(writer))
         return world.bcast(summary)
     finally:
         group.Free()
+
+
+def _first_failure(writer: DatasetWriter) -> str:
+    """``"sample i: reason"`` of the lowest failed sample index, or ""."""
+    failed = np.flatnonzero(writer.state.status == FAILED)
+    if not failed.size:
+        return ""
+    i = int(failed[0])
+    return f"sample {i}: {writer.state.failure_reason[i]}"
 
 
 def check_sizes(options: GenerationOptions, solver: Any, disk: bool = True) -> None:
@@ -309,16 +473,17 @@ def check_sizes(options: GenerationOptions, solver: Any, disk: bool = True) -> N
             np.shape(options.parameters)[1] != solver.n_parameters:
         raise ConfigError(f"parameters have {np.shape(options.parameters)[1]} columns, the "
                           f"{options.problem} solver takes {solver.n_parameters}")
-    values = options.samples * (solver.n_parameters + solver.n_observables)
-    what = (f"--samples {options.samples} ({solver.n_parameters} parameters + "
+    samples = options.n_samples()
+    values = samples * (solver.n_parameters + solver.n_observables)
+    what = (f"--samples {samples} ({solver.n_parameters} parameters + "
             f"{solver.n_observables} observables per sample)")
     try:
-        check_memory(BYTES_PER_VALUE * values + BYTES_PER_SAMPLE * options.samples, what)
+        check_memory(BYTES_PER_VALUE * values + BYTES_PER_SAMPLE * samples, what)
     except SolverSettingsError as exc:
         raise ConfigError(str(exc)) from None
     if not disk:
         return
-    file_size = 8 * values + 20 * options.samples
+    file_size = 8 * values + 20 * samples
     folder = Path(options.out).absolute().parent
     while not folder.exists():
         folder = folder.parent
@@ -331,12 +496,17 @@ def check_sizes(options: GenerationOptions, solver: Any, disk: bool = True) -> N
                           f"only {format_bytes(free)} is free in {folder}")
 
 
-def _build_solver(options: GenerationOptions, comm: MPI.Comm) -> Any:
-    """The solver of ``options.problem`` on ``comm``; invalid settings raise ConfigError."""
+def _build_solver(problem: Problem, options: GenerationOptions, comm: MPI.Comm) -> Any:
+    """The problem built on ``comm``; invalid settings raise ConfigError (a plugin's broken
+    constructor a PluginError naming it)."""
     try:
-        return make_solver(options.problem, comm, **options.settings)
+        return problem.build(comm, **options.settings)
+    except PluginError:
+        raise
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"invalid {options.problem} settings: {exc}") from None
+        if problem.identity.kind == "registered":
+            raise ConfigError(f"invalid {problem.name} settings: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
 def _everywhere[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
@@ -353,27 +523,26 @@ def _everywhere[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
     return cast("T", value)  # fn() returned on every rank
 
 
-def _solve_all(world: MPI.Intracomm, group: MPI.Comm, solver: Any, seed: int, todo: np.ndarray,
-               writer: DatasetWriter | None, parameters: np.ndarray | None = None) -> None:
+def _solve_all(world: MPI.Intracomm, group: MPI.Comm, worker: SampleSolver, seed: int,
+               todo: np.ndarray, writer: DatasetWriter | None) -> None:
     """Solve the samples ``todo`` with dynamic hand-out; results end up in ``writer``."""
     counter = SharedCounter(world)
     try:
-        _solve_loop(world, group, solver, seed, todo, writer, counter, parameters)
-    except DatasetWriteError:
+        _solve_loop(world, group, worker, seed, todo, writer, counter)
+    except (DatasetWriteError, ProblemBrokeContract):
         if world.size == 1:
             counter.free()
         raise
     except Interrupted:
         if writer is not None:  # rank 0: keep every result that has arrived
-            _receive_results(world, writer)
+            _receive_results(world, writer, stop_on_fatal=False)
             writer.checkpoint()
         raise
     counter.free()
 
 
-def _solve_loop(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: np.ndarray,
-                writer: DatasetWriter | None, counter: SharedCounter,
-                parameters: np.ndarray | None = None) -> None:
+def _solve_loop(world: MPI.Comm, group: MPI.Comm, worker: SampleSolver, seed: int,
+                todo: np.ndarray, writer: DatasetWriter | None, counter: SharedCounter) -> None:
     leader = group.rank == 0
     leader_rank = world.rank - group.rank  # groups are consecutive world ranks
     sends: list[MPI.Request] = []
@@ -381,9 +550,9 @@ def _solve_loop(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: 
         position = group.bcast(counter.next() if leader else None)
         if position >= todo.size:
             break
-        result = solve_sample(solver, seed, int(todo[position]), leader_rank, parameters)
+        result = worker(seed, int(todo[position]), leader_rank)
         if writer is not None:
-            writer.record(result)
+            _record(writer, result)
             _receive_results(world, writer)
             writer.maybe_checkpoint()
         elif leader:
@@ -397,10 +566,23 @@ def _solve_loop(world: MPI.Comm, group: MPI.Comm, solver: Any, seed: int, todo: 
     MPI.Request.waitall(sends)
 
 
-def _receive_results(world: MPI.Comm, writer: DatasetWriter) -> int:
+def _record(writer: DatasetWriter, result: SampleResult, stop_on_fatal: bool = True) -> None:
+    """Record one result; a fatal one (a broken contract) saves the file and raises
+    :class:`ProblemBrokeContract` (rank 0 ends the job; mpiexec ends the other ranks)."""
+    writer.record(result)
+    if result.fatal and stop_on_fatal:
+        writer.checkpoint()
+        writer.close()
+        raise ProblemBrokeContract(
+            f"sample {result.index}: {result.reason}; the job stopped (the problem broke its "
+            f"contract): every result so far is saved in {writer.path} (run the same command "
+            "to resume)")
+
+
+def _receive_results(world: MPI.Comm, writer: DatasetWriter, stop_on_fatal: bool = True) -> int:
     """Record every result that has arrived at rank 0; returns how many."""
     n = 0
     while (message := world.improbe(source=MPI.ANY_SOURCE, tag=RESULT_TAG)) is not None:
-        writer.record(message.recv())
+        _record(writer, message.recv(), stop_on_fatal)
         n += 1
     return n

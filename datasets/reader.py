@@ -8,11 +8,12 @@ data variables ``y`` (sample, parameter) and ``c`` (sample, observable), float64
 observable coordinates; and the provenance in ``.attrs`` (always ``problem`` and ``config``, a
 JSON string).
 
-Foreign files: ``.npz`` with arrays ``y`` and ``c`` (samples x features) and optionally
-``split`` (one label per sample); ``.mat`` with variables ``Y`` and ``C`` stored features x
-samples, as in the GNvpro paper's published data (MATLAB v5 via :func:`scipy.io.loadmat`,
-v7.3 via h5py). Their ``problem`` is inferred from the shapes (55 -> 72: "cdr", 3 -> 882:
-"dcr"), else "unknown".
+Foreign files: ``.npz``, or a plain HDF5 file (no ``format`` attribute), with arrays ``y`` and
+``c`` (samples x features) and optionally ``split`` (one label per sample); ``.mat`` with
+variables ``Y`` and ``C`` stored features x samples, as in the GNvpro paper's published data
+(MATLAB v5 via :func:`scipy.io.loadmat`, v7.3 via h5py). Their ``problem`` is the registered
+problem whose declared default sizes they have (:func:`solvers.facts.problem_for_sizes`:
+55 -> 72 CDR, 3 -> 882 DCR), else "unknown".
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ import xarray as xr
 from datasets.errors import DatasetFileError
 from datasets.splits import SPLIT_NAMES
 from datasets.storage import OK, STATUS_NAMES, read_state
+from solvers.facts import problem_for_sizes
 
 #: Largest |value| accepted in a foreign file: squares of larger numbers overflow float64
 #: (1.3e154), so no error norm, mean or normalisation of them is meaningful; such entries are
 #: the signature of a damaged or mis-scaled file (a damaged .mat read as doubles gave 1e183).
 MAX_MAGNITUDE = 1e100
-
-#: (n_parameters, n_observables) -> problem
-KNOWN_SHAPES = {(55, 72): "cdr", (3, 882): "dcr"}
 
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
@@ -91,6 +90,9 @@ def open_dataset(path: str | Path, split: str | None = None,
 
 
 def _from_hdf5(path: Path) -> xr.Dataset:
+    plain = _plain_hdf5(path)
+    if plain is not None:
+        return _from_arrays(path, plain)
     s = read_state(path)
     data: dict[str, Any] = {
         "status": ("sample", np.asarray(STATUS_NAMES)[s.status]),
@@ -109,6 +111,25 @@ def _from_hdf5(path: Path) -> xr.Dataset:
     return _build(s.y, s.c, s.parameter_names, s.observable_coords, data, attrs)
 
 
+def _plain_hdf5(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays ``y``, ``c`` (and ``split``) of an HDF5 file that is not a generate-dataset
+    file (no ``format`` attribute) but holds a dataset ``y`` or ``c``; else None (then it is
+    read, or refused, as a generate-dataset file)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "format" in f.attrs or not any(isinstance(f.get(k), h5py.Dataset)
+                                               for k in ("y", "c")):
+                return None
+            arrays = {k: f[k][()] for k in ("y", "c", "split") if isinstance(f.get(k),
+                                                                            h5py.Dataset)}
+    except Exception:  # not HDF5 or damaged: read_state says what is wrong
+        return None
+    if "split" in arrays and arrays["split"].dtype.kind in "SO":
+        arrays["split"] = np.array([v.decode() if isinstance(v, bytes) else str(v)
+                                    for v in arrays["split"]])
+    return arrays
+
+
 def _from_npz(path: Path) -> xr.Dataset:
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -116,6 +137,11 @@ def _from_npz(path: Path) -> xr.Dataset:
     except Exception as exc:  # any parser failure on an untrusted file
         raise DatasetFileError(f"{path}: cannot be read as a .npz file (truncated or "
                                f"corrupt?): {exc}") from None
+    return _from_arrays(path, arrays)
+
+
+def _from_arrays(path: Path, arrays: dict[str, np.ndarray]) -> xr.Dataset:
+    """A foreign dataset from arrays ``y``, ``c`` and optionally ``split``."""
     y, c = _require(path, arrays, ("y", "c"))
     data = {}
     if "split" in arrays:
@@ -194,7 +220,7 @@ def _foreign(path: Path, y: np.ndarray, c: np.ndarray, data: dict[str, Any]) -> 
     if y.shape[0] != c.shape[0]:
         raise DatasetFileError(f"{path}: parameters have {y.shape[0]} samples but observables "
                                f"{c.shape[0]} (shapes {y.shape} and {c.shape})")
-    problem = KNOWN_SHAPES.get((y.shape[1], c.shape[1]), "unknown")
+    problem = problem_for_sizes(y.shape[1], c.shape[1]) or "unknown"
     names = [f"y{k}" for k in range(y.shape[1])]
     attrs = {"problem": problem, "config": json.dumps({"problem": problem}),
              "source": str(path)}

@@ -1,9 +1,14 @@
 """Training data from any file ``datasets.open_dataset`` reads, split into train/validation/test.
 
 The split stored in the file is used when there is one. Otherwise (foreign .npz/.mat files)
-a seeded random permutation is cut into blocks with the SPEC section 3 fractions (50/25/25
-for CDR-like data, 80/10/10 for DCR) or those of the configuration. Samples with non-finite
-values are dropped.
+a seeded random permutation is cut into blocks with the fractions of the configuration, else
+the problem's declared ``default_split`` (SPEC section 3: 50/25/25 for CDR, 80/10/10 for
+DCR), else :data:`FALLBACK_FRACTIONS`. Samples with non-finite values are dropped.
+
+The problem's facts training needs (periodic parameters, default split, training hints) come
+with the data (:attr:`SplitData.facts`): recorded in the file's configuration by
+generate-dataset, else those of the registered problem the file names or whose sizes it has
+(:mod:`solvers.facts`), else none.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import numpy as np
 from datasets.errors import DataError
 from datasets.reader import open_dataset
 from solvers.common.atomic import sha256_file
+from solvers.facts import problem_for_sizes, training_facts
 
 SPLITS = ("train", "validation", "test")
 
-#: (n_parameters, n_observables) -> problem, for files without a ``problem`` attribute
-KNOWN_SHAPES = {(55, 72): "cdr", (3, 882): "dcr"}
+#: split fractions of data whose problem declares none and whose file stores no split
+FALLBACK_FRACTIONS: list[float] = [0.5, 0.25, 0.25]
 
 
 @dataclass
@@ -32,9 +38,13 @@ class SplitData:
     Attributes
     ----------
     y, c : dict split -> ndarray, shapes (n_split, n_in), (n_split, n_out), float64
-    problem : "cdr", "dcr" or "unknown"
+    problem : str
+        The problem's name, or "unknown".
     split_source : "stored" or "seeded"
     provenance : dict (JSON-serialisable)
+    facts : dict
+        The problem's training facts (:func:`data_facts`): ``periodic_parameters``
+        ({"index": period}), ``default_split``, ``training_hints``; {} if unknown.
     """
 
     y: dict[str, np.ndarray]
@@ -42,6 +52,7 @@ class SplitData:
     problem: str
     split_source: str
     provenance: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
 
     @property
     def n_in(self) -> int:
@@ -53,11 +64,26 @@ class SplitData:
 
 
 def detect_problem(attrs: dict, n_in: int, n_out: int) -> str:
-    """Problem from the file attributes, else from the shapes (55 -> 72 CDR, 3 -> 882 DCR)."""
-    problem = str(attrs.get("problem", "")).lower()
-    if problem in ("cdr", "dcr"):
+    """Problem from the file attributes, else the registered problem whose default sizes the
+    data has (:func:`solvers.facts.problem_for_sizes`: 55 -> 72 CDR, 3 -> 882 DCR), else
+    "unknown"."""
+    problem = str(attrs.get("problem", "") or "").strip()
+    if problem and problem != "unknown":
         return problem
-    return KNOWN_SHAPES.get((n_in, n_out), "unknown")
+    return problem_for_sizes(n_in, n_out) or "unknown"
+
+
+def data_facts(attrs: dict, problem: str) -> dict:
+    """The problem's training facts: those recorded in the file's configuration
+    (``config["facts"]``, generate-dataset), else the registered problem's
+    (:func:`solvers.facts.training_facts`), else {}."""
+    try:
+        recorded = json.loads(attrs.get("config") or "{}").get("facts")
+    except (TypeError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict):
+        return recorded
+    return training_facts(problem)
 
 
 def seeded_split(n: int, fractions: list[float], seed: int) -> np.ndarray:
@@ -107,7 +133,8 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
     path : path
         HDF5 from generate-dataset, .npz or .mat.
     fractions : list of 3 floats, optional
-        For files without a stored split; default by problem (SPEC section 3).
+        For files without a stored split; default: the problem's ``default_split`` (SPEC
+        section 3), else :data:`FALLBACK_FRACTIONS`.
     seed : int
         Seed of the split for files without a stored split.
 
@@ -128,6 +155,7 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
                             "needs at least one parameter and one observable per sample")
     attrs = dict(ds.attrs)
     problem = detect_problem(attrs, y.shape[1], c.shape[1])
+    facts = data_facts(attrs, problem)
     finite = np.isfinite(y).all(axis=1) & np.isfinite(c).all(axis=1)
     labels = None
     if "split" in ds:
@@ -137,7 +165,8 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
     source = "stored" if labels is not None else "seeded"
     if labels is None:
         if fractions is None:
-            fractions = [0.8, 0.1, 0.1] if problem == "dcr" else [0.5, 0.25, 0.25]
+            declared = facts.get("default_split")
+            fractions = list(declared) if declared else list(FALLBACK_FRACTIONS)
         labels = np.full(y.shape[0], "", dtype="<U10")
         labels[finite] = seeded_split(int(finite.sum()), fractions, seed)
     labels = np.where(finite, labels, "")
@@ -160,4 +189,4 @@ def load_split_data(path: str | Path, *, fractions: list[float] | None = None,
     if source == "seeded" and fractions is not None:  # fractions is set when seeded
         provenance["split_fractions"] = list(fractions)
         provenance["split_seed"] = seed
-    return SplitData(ys, cs, problem, source, provenance)
+    return SplitData(ys, cs, problem, source, provenance, facts)

@@ -1,8 +1,9 @@
 """Seeded train / validation / test splits that leave out failed samples.
 
 A split is requested either as sample counts (``400,200,200``) or as fractions
-(``0.5,0.25,0.25``); the defaults are SPEC 3's ratios (CDR 50/25/25, DCR 80/10/10, which give
-400/200/200 for 800 CDR samples and 8000/1000/1000 for 10,000 DCR samples).
+(``0.5,0.25,0.25``); the default is the problem's declared ``default_split`` (SPEC 3's ratios
+for CDR and DCR, which give 400/200/200 for 800 CDR samples and 8000/1000/1000 for 10,000 DCR
+samples).
 The split is drawn from its own random stream of the dataset seed, independent of the
 per-sample parameter streams: all sample indices are permuted, failed samples are dropped
 from the permutation, and consecutive blocks of it form the three splits.
@@ -21,12 +22,6 @@ SPLIT_NAMES: tuple[str, str, str] = ("train", "validation", "test")
 
 #: spawn key of the split's random stream (distinct from the sample streams [seed, i])
 SPLIT_STREAM = 1
-
-#: SPEC 3 split ratios per problem
-DEFAULT_FRACTIONS: dict[str, tuple[float, float, float]] = {
-    "cdr": (0.5, 0.25, 0.25),
-    "dcr": (0.8, 0.1, 0.1),
-}
 
 
 @dataclass(frozen=True)
@@ -62,8 +57,20 @@ class SplitSpec:
 
     @classmethod
     def default(cls, problem: str) -> SplitSpec:
-        """The SPEC 3 ratios of ``problem`` ("cdr" or "dcr")."""
-        return cls(DEFAULT_FRACTIONS[problem], True)
+        """The default split fractions the registered problem ``problem`` declares (SPEC 3's
+        for CDR and DCR), else :data:`solvers.plugins.DEFAULT_SPLIT`."""
+        from solvers.facts import registered_facts
+        from solvers.plugins import DEFAULT_SPLIT
+
+        facts = registered_facts(problem)
+        split = facts.default_split if facts is not None else None
+        return cls.from_fractions(split if split is not None else DEFAULT_SPLIT)
+
+    @classmethod
+    def from_fractions(cls, fractions: tuple[float, float, float]) -> SplitSpec:
+        """Fractions (train, validation, test), e.g. a problem's ``default_split``."""
+        train, validation, test = (float(f) for f in fractions)
+        return cls((train, validation, test), True)
 
     def check(self, n_samples: int | None = None) -> None:
         """Raise ConfigError if sizes are negative, fractions sum above 1, or counts sum above

@@ -10,11 +10,12 @@ the last write's duration, so checkpoints cost at most ~5 % of the run), and at 
 A job killed at any moment, even with SIGKILL, therefore leaves a valid file holding every
 result up to its last checkpoint. Started again with the same command, the job reads that
 file, checks that its stored configuration equals the requested one (otherwise it refuses and
-names the differing keys), re-draws the parameters to check they match, and hands out only
-the samples still pending. Results are deterministic functions of (configuration, seed,
-index), so the finished file holds the same data as an uninterrupted run; recording a sample
-twice is an error. A lock file ``<out>.lock`` (``fcntl.flock``, released by the kernel when
-the process dies) keeps two jobs from writing the same file.
+names the differing keys; a changed plugin is named by what changed in it: its file's SHA-256,
+its version, ...: :func:`solvers.plugins.identity_changes`), re-draws the parameters to check
+they match, and hands out only the samples still pending. Results are deterministic functions
+of (configuration, seed, index), so the finished file holds the same data as an uninterrupted
+run; recording a sample twice is an error. A lock file ``<out>.lock`` (``fcntl.flock``,
+released by the kernel when the process dies) keeps two jobs from writing the same file.
 """
 
 from __future__ import annotations
@@ -87,20 +88,27 @@ class DatasetWriter:
     @classmethod
     def open(cls, path: str | Path, config: dict[str, Any], solver: Any, n_ranks: int, *,
              checkpoint_interval: float = 10.0, progress: bool = True,
-             parameters: np.ndarray | None = None) -> DatasetWriter:
+             parameters: np.ndarray | None = None,
+             parameter_names: list[str] | None = None,
+             observable_coords: dict[str, np.ndarray] | None = None) -> DatasetWriter:
         """Create ``path`` (all samples pending) or resume it if it exists.
 
         Parameters
         ----------
         config : dict
-            Resolved configuration: ``problem``, ``solver`` (settings) and ``generation``
-            (``samples``, ``seed``, ``ranks_per_sample``, ``split``).
+            Resolved configuration: ``problem``, ``solver`` (settings), ``generation``
+            (``samples``, ``seed``, ``ranks_per_sample``, ``split``) and, since problems are
+            plugins, ``plugin`` (its identity) and ``facts`` (for training).
         solver : PDESolver
-            Draws the parameters and supplies names and observable coordinates.
+            Draws the parameters.
         n_ranks : int
             MPI world size of this run (provenance).
         parameters : numpy.ndarray, optional
             Shape (samples, p): the parameters to store instead of the sampler's draws.
+        parameter_names : list of str, optional
+            n_parameters names (default: the solver's ``parameter_names``).
+        observable_coords : dict, optional
+            {name: (n_observables,) array} (default: the solver's ``observable_coords()``).
 
         Raises
         ------
@@ -133,8 +141,12 @@ class DatasetWriter:
             if path.exists():
                 state = _resume_state(path, config, y)
             else:
-                state = DatasetState.empty(_new_attrs(config), list(solver.parameter_names), y,
-                                           solver.n_observables, solver.observable_coords())
+                names = parameter_names if parameter_names is not None \
+                    else list(solver.parameter_names)
+                coords = observable_coords if observable_coords is not None \
+                    else solver.observable_coords()
+                state = DatasetState.empty(_new_attrs(config), names, y, solver.n_observables,
+                                           coords)
             state.attrs.update(n_ranks=n_ranks, **software_versions())
             runs = json.loads(state.attrs["runs"])
             runs.append({"started": now(), "n_ranks": n_ranks, "solved": 0,
@@ -277,13 +289,40 @@ def _new_attrs(config: dict[str, Any]) -> dict[str, Any]:
             "runs": "[]"}
 
 
+def config_changes(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """What differs between a file's stored configuration and the requested one, one line per
+    difference (:func:`datasets.config.differences`); the ``plugin`` entries are compared by
+    :func:`solvers.plugins.identity_changes` (a file plugin that moved but kept its content,
+    or a spec spelled differently, is the same plugin).
+
+    A file made before problems were plugins has neither ``plugin`` nor ``facts``: for the
+    package's own (registered) problems those two entries are then not compared.
+    """
+    from solvers.plugins import identity_changes
+
+    requested = dict(requested)
+    plugin = requested.pop("plugin", None)
+    if "plugin" not in stored and "facts" not in stored and plugin is not None \
+            and plugin.get("kind") == "registered":
+        requested.pop("facts", None)
+        return differences(stored, requested)
+    stored = dict(stored)
+    recorded = stored.pop("plugin", None)
+    out = differences(stored, requested)
+    if isinstance(recorded, dict) and plugin is not None:
+        out += [f"plugin: {change}" for change in identity_changes(recorded, plugin)]
+    elif recorded != plugin:
+        out += differences({"plugin": recorded}, {"plugin": plugin})
+    return out
+
+
 def _resume_state(path: Path, config: dict[str, Any], y: np.ndarray) -> DatasetState:
     try:
         state = read_state(path)
     except DatasetFileError as exc:
         raise DatasetFileError(f"{exc}; not resuming into it (remove it or choose another "
                                f"--out)") from None
-    diff = differences(state.config, config)
+    diff = config_changes(state.config, config)
     if diff:
         raise ConfigMismatchError(
             f"{path} was started with a different configuration; not resuming into it "

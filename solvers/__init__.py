@@ -1,15 +1,22 @@
-"""PDE solvers that map a parameter vector y to an observable vector c (no torch here).
+"""PDE solvers (problems) that map a parameter vector y to an observable vector c (no torch).
 
-``cdr``  convection-diffusion-reaction, Q1 finite elements on dolfinx (SPEC section 1)
-``dcr``  DC resistivity, nodal finite volumes on PETSc (SPEC section 2)
+The registry of the package's own problems (:data:`SOLVERS`; their light facts modules in
+:data:`FACTS`) is the one place the package looks a problem up by name:
+
+``cdr``       convection-diffusion-reaction, Q1 finite elements on dolfinx (SPEC section 1)
+``dcr``       DC resistivity, nodal finite volumes on PETSc (SPEC section 2)
+``umbridge``  any model served over the UM-Bridge protocol (:mod:`solvers.umbridge_source`)
+
+Any other problem is a plugin: ``package.module:Class``, ``path/to/file.py:Class`` or an entry
+point of the group ``varpro_surrogates.problems`` (:mod:`solvers.plugins`). Every command
+that takes a problem resolves it through :func:`solvers.plugins.resolve_problem`.
 
 This package init stays light: ``import solvers`` never loads dolfinx or PETSc; the solver
-modules are imported on first use through :func:`solver_class`.
+modules are imported on first use.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from solvers.base import PDESolver, SolveError, SolverSettingsError
@@ -18,34 +25,34 @@ from solvers.base import PDESolver, SolveError, SolverSettingsError
 SOLVERS: dict[str, str] = {
     "cdr": "solvers.cdr:CDRSolver",
     "dcr": "solvers.dcr:DCRSolver",
+    "umbridge": "solvers.umbridge_source:UMBridgeProblem",
+}
+
+#: problem name -> "module:ProblemFacts" of the registered problems whose solver module loads
+#: dolfinx or PETSc: their facts, readable without loading it (:mod:`solvers.facts`)
+FACTS: dict[str, str] = {
+    "cdr": "solvers.cdr_settings:FACTS",
+    "dcr": "solvers.dcr_settings:FACTS",
 }
 
 
 def solver_class(name: str) -> type:
-    """The solver class registered under ``name`` ("cdr" or "dcr")."""
-    try:
-        target = SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown problem {name!r}; choose one of {sorted(SOLVERS)}") from None
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The problem class of a spec: a registered name (``"cdr"``, ``"dcr"``, ``"umbridge"``)
+    or any plugin spec (:func:`solvers.plugins.resolve_problem`; PluginError, a ValueError,
+    if it cannot be resolved)."""
+    from solvers.plugins import resolve_problem
+
+    return resolve_problem(name).cls
 
 
 def make_solver(name: str, comm: Any = None, **settings: Any) -> PDESolver:
-    """Build the solver ``name`` on ``comm`` (default COMM_SELF) with SPEC defaults overridden
-    by ``settings``."""
-    cls = solver_class(name)
-    defaults = getattr(importlib.import_module(cls.__module__), "DEFAULTS", None)
-    unknown = sorted(set(settings) - set(defaults)) if defaults is not None else []
-    if unknown and defaults is not None:
-        raise SolverSettingsError(f"unknown {name.upper()} setting(s) {unknown}; valid: "
-                                  f"{sorted(defaults)}")
-    if comm is None:
-        from solvers.common.mpi_network import init_mpi
+    """Build the problem ``name`` (any spec) on ``comm`` (default COMM_SELF) with its defaults
+    overridden by ``settings`` (:meth:`solvers.plugins.Problem.build`: unknown settings are
+    refused, SolverSettingsError)."""
+    from solvers.plugins import resolve_problem
 
-        comm = init_mpi().COMM_SELF  # loopback MPI for single-node runs
-    return cls(comm, **settings)
+    return resolve_problem(name).build(comm, **settings)
 
 
-__all__ = ["SOLVERS", "PDESolver", "SolveError", "SolverSettingsError", "make_solver",
+__all__ = ["FACTS", "SOLVERS", "PDESolver", "SolveError", "SolverSettingsError", "make_solver",
            "solver_class"]

@@ -23,7 +23,7 @@ class PDESolver(Protocol):
     a larger one distributes the mesh) and every setting as a keyword with the SPEC default.
     """
 
-    #: short problem name, "cdr" or "dcr"
+    #: short problem name (the registry's key for the package's own problems)
     name: str
     #: length of y
     n_parameters: int

@@ -63,7 +63,7 @@ from petsc4py import PETSc  # noqa: E402
 from solvers.base import SolveError, SolverSettingsError, check_parameter_vector  # noqa: E402
 from solvers.cdr_jit import jit_options  # noqa: E402
 from solvers.cdr_reaction import ReactionTable, reaction_sum, sample_simplex  # noqa: E402
-from solvers.cdr_settings import DEFAULTS, CDRSettings  # noqa: E402
+from solvers.cdr_settings import DEFAULTS, FACTS, CDRSettings  # noqa: E402
 
 
 @dataclass
@@ -165,6 +165,12 @@ class CDRSolver:
     """
 
     name = "cdr"
+    #: the problem's facts (:data:`solvers.cdr_settings.FACTS`): paper dataset size, SPEC 3
+    #: split, training hints, sizes with the defaults
+    default_samples = FACTS.default_samples
+    default_split = FACTS.default_split
+    training_hints = FACTS.training_hints
+    default_sizes = FACTS.default_sizes
 
     def __init__(self, comm: MPI.Comm = MPI.COMM_SELF, *, source: Callable | None = None,
                  config: CDRSettings | None = None, **settings: Any):
@@ -361,6 +367,12 @@ class CDRSolver:
         """One SPEC-1 draw: y_k ~ U(0, 1) independently, then y / sum(y). Shape (n_params,)."""
         return sample_simplex(rng, self.n_parameters)
 
+    @property
+    def parameter_bounds(self) -> np.ndarray:
+        """The box [0, 1]^n_parameters holding the SPEC 1 simplex, shape (n_parameters, 2)
+        (any y >= 0 not all zero can be solved: :meth:`check_parameters`)."""
+        return np.tile([0.0, 1.0], (self.n_parameters, 1))
+
     def observable_coords(self) -> dict[str, np.ndarray]:
         """Per-observable coordinates (time-major, point index fastest), each (n_obs,)."""
         n_p, n_t = self.points.shape[0], self.output_times.size
@@ -383,6 +395,31 @@ class CDRSolver:
             raise ValueError("y is all zero; SPEC 1 parameters lie on the unit simplex "
                              "(y >= 0, sum 1)")
         return arr
+
+    #: solve_and_plot can also save the solution fields (solve-pde --fields)
+    saves_fields = True
+
+    def solve_and_plot(self, y: Any, *, plot: str | None = None, fields: str | None = None
+                       ) -> tuple[np.ndarray, str]:
+        """``solve-pde``'s hook: the observables of y, the figure ``plot`` (PNG) and the fields
+        ``fields`` (.npz, :func:`~solvers.cdr_plot.save_fields`) if given (collective).
+
+        Returns
+        -------
+        c : numpy.ndarray, shape (n_observables,)
+        note : str
+            Steps, Newton iterations and time of the solve (printed by solve-pde).
+        """
+        from solvers.cdr_plot import plot_solution, save_fields
+
+        result = self.run(y, keep_fields=bool(plot or fields))
+        if plot:
+            plot_solution(self, result, plot)
+        if fields:
+            save_fields(self, result, fields)
+        note = (f"cdr: {result.substeps} steps, {result.newton_iterations} Newton iterations, "
+                f"{result.wall_time:.2f} s on {self.comm.size} rank(s)")
+        return result.observables, note
 
     def solve(self, y: Any, *, sample: int | None = None) -> np.ndarray:
         """Observables c (n_points * n_times,), time-major, identical on every rank."""

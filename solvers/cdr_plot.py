@@ -86,3 +86,15 @@ def plot_solution(solver: CDRSolver, result: CDRResult, path: str | Path) -> Non
 
 
 __all__ = ["gather_field", "plot_solution"]
+
+
+def save_fields(solver: CDRSolver, result: CDRResult, path: str | Path) -> None:
+    """Write u at the output times to ``path`` (.npz, atomically, rank 0; collective):
+    arrays x (N, 2) node coordinates, t (T,) output times, u (T, N) nodal values."""
+    gathered = [gather_field(solver, f) for f in result.fields]
+    if solver.comm.rank == 0:  # rank 0 holds every gathered field
+        fields = [g for g in gathered if g is not None]
+        xy = fields[0][0]
+        u = np.stack([g[1] for g in fields])
+        write_atomic(path, lambda fh: np.savez(fh, x=xy, t=solver.output_times, u=u),
+                     "--fields")

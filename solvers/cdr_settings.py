@@ -29,6 +29,7 @@ from solvers.cdr_reaction import Levels, reaction_levels
 from solvers.common.memory import check_memory as _guard_memory
 from solvers.common.memory import format_bytes
 from solvers.errors import SolverSettingsError
+from solvers.facts import ProblemFacts
 
 #: SPEC 1 observation points (x1, x2); all are nodes of the default 150 x 150 mesh.
 DEFAULT_POINTS: tuple[tuple[float, float], ...] = (
@@ -315,3 +316,15 @@ __all__ = ["BYTES_PER_NODE", "BYTES_PER_QUADRATURE_POINT", "BYTES_PER_TABLE_POIN
            "CDRSettings", "DEFAULTS", "DEFAULT_OUTPUT_TIMES", "DEFAULT_POINTS",
            "DEFAULT_SOURCES", "MAX_HALVINGS_LIMIT", "MAX_NEWTON_ITERATIONS", "MAX_TIME_STEPS",
            "SOURCE_KEYS"]
+
+#: The CDR problem's facts (SPEC 1 and 3), read by the registry without loading dolfinx:
+#: help text; 55 -> 72 with the defaults; the paper's 800 samples split 50/25/25 (SPEC 3);
+#: inputs on the simplex (~1/55 each) used as they are and targets not centred, as in the paper.
+FACTS = ProblemFacts(
+    name="cdr",
+    help="convection-diffusion-reaction, y in R^55 -> c in R^72 (SPEC 1)",
+    default_sizes=(55, 72),
+    default_samples=800,
+    default_split=(0.5, 0.25, 0.25),
+    training_hints={"standardize_inputs": False, "center_targets": False},
+)

@@ -40,11 +40,6 @@ from solvers.errors import (
 #: most entries a parameter file may hold before it is refused unread
 MAX_PARAMETER_ENTRIES = 1_000_000
 
-PROBLEM_HELP = {
-    "cdr": "convection-diffusion-reaction, y in R^55 -> c in R^72 (SPEC 1)",
-    "dcr": "DC resistivity, y in R^3 -> c in R^882 (SPEC 2)",
-}
-
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """``["key=value", ...]`` -> settings dict (values parsed as TOML literals)."""
     return parse_assignments(items, SolverSettingsError)
@@ -133,52 +128,46 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = RankZeroParser(
+    from solvers.plugins import SPEC_HELP, problems_help
+
+    p = RankZeroParser(
         prog="solve-pde",
         description="Solve one parameter sample of a PDE problem and write its observables. "
-                    "Under mpiexec the mesh is distributed over all ranks.")
-    sub = parser.add_subparsers(dest="problem", required=True, metavar="{cdr,dcr}")
-    for name, help_text in PROBLEM_HELP.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", metavar="FILE.toml",
-                       help="TOML file of solver settings (top-level keys; --set overrides)")
-        src = p.add_mutually_exclusive_group()
-        src.add_argument("--params", metavar="FILE",
-                         help="parameter vector y: .npy, or text with one number per line")
-        src.add_argument("--seed", type=int, default=None,
-                         help="draw y from the SPEC distribution with this seed "
-                              "(default when --params is absent: seed 0)")
-        p.add_argument("--out", metavar="FILE.npy", required=True,
-                       help="where to write the observables c (.npy, float64)")
-        p.add_argument("--plot", metavar="FILE.png", help="also write a figure of the solution")
-        p.add_argument("--set", dest="settings", action="append", default=[],
-                       metavar="KEY=VALUE",
-                       help="override a solver setting (TOML literal), e.g. --set n_cells=100; "
-                            "repeatable")
-        if name == "dcr":
-            p.add_argument("--allow-extrapolation", action="store_true",
-                           help="accept y outside the documented parameter ranges")
-        if name == "cdr":
-            p.add_argument("--fields", metavar="FILE.npz",
-                           help="also save u at the output times: arrays x (N, 2), t, u (T, N)")
-    return parser
+                    "Under mpiexec the mesh is distributed over all ranks (a problem that "
+                    "uses its communicator).",
+        epilog=problems_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("problem", metavar="PROBLEM", help=SPEC_HELP)
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="TOML file of solver settings (top-level keys; --set overrides)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--params", metavar="FILE",
+                     help="parameter vector y: .npy, or text with one number per line")
+    src.add_argument("--seed", type=int, default=None,
+                     help="draw y from the problem's distribution with this seed "
+                          "(default when --params is absent: seed 0)")
+    p.add_argument("--out", metavar="FILE.npy", required=True,
+                   help="where to write the observables c (.npy, float64)")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a figure of the solution "
+                   "(problems with a solve_and_plot method: cdr, dcr)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a solver setting (TOML literal), e.g. --set n_cells=100; "
+                        "repeatable")
+    p.add_argument("--allow-extrapolation", action="store_true",
+                   help="accept y outside the documented parameter ranges (--set "
+                        "allow_extrapolation=true, for problems with that setting: dcr)")
+    p.add_argument("--fields", metavar="FILE.npz", help="also save the solution at the "
+                   "output times (problems that can, cdr: arrays x (N, 2), t, u (T, N))")
+    return p
 
 
-def _run(args: argparse.Namespace) -> None:
-    from solvers import make_solver
-
-    comm = start_mpi("solve-pde").COMM_WORLD
-    stop_on_signals()
-    settings = read_toml(args.config, SolverSettingsError) if args.config is not None else {}
-    settings.update(parse_set_options(args.settings))
-    if getattr(args, "allow_extrapolation", False):
-        settings["allow_extrapolation"] = True
-    # outputs are checked before the solve (by rank 0, which writes them; same verdict on all)
+def _check_outputs(comm: Any, args: argparse.Namespace) -> None:
+    """Outputs are checked before the solve (by rank 0, which writes them; same verdict on
+    all ranks); UsageError naming the option."""
     error = None
     if comm.rank == 0:
         try:
             for what, path in (("--out", args.out), ("--plot", args.plot),
-                               ("--fields", getattr(args, "fields", None))):
+                               ("--fields", args.fields)):
                 if path is not None:
                     resolve_output(path, what)
         except OutputPathError as exc:
@@ -186,45 +175,58 @@ def _run(args: argparse.Namespace) -> None:
     error = comm.bcast(error)
     if error is not None:
         raise UsageError(error)
-    solver: Any = make_solver(args.problem, comm, **settings)
+
+
+def _solve(problem: Any, solver: Any, y: np.ndarray, args: argparse.Namespace
+           ) -> tuple[np.ndarray, str | None]:
+    """The observables (and figure/fields through the problem's ``solve_and_plot`` hook)."""
+    from solvers.plugins import check_output, check_parameters, one_line
+
+    hook = getattr(solver, "solve_and_plot", None)
+    for option, value in (("--plot", args.plot), ("--fields", args.fields)):
+        if value and (not callable(hook) or (option == "--fields"
+                                             and not getattr(solver, "saves_fields", False))):
+            raise UsageError(f"{option}: {problem.label} cannot write it (no "
+                             f"{'solve_and_plot method' if not callable(hook) else 'fields'})")
+    y = check_parameters(solver, y)
+    info = problem.describe(solver)
+    try:
+        if callable(hook):
+            c, note = hook(y, plot=args.plot, fields=args.fields)
+        else:
+            c, note = solver.solve(y), None
+    except (SolveError, ValueError, Interrupted, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if problem.identity.kind == "registered":
+            raise
+        raise SolveError(f"{problem.label}: solve() raised {one_line(exc)}") from None
+    return check_output(info, c, None), note
+
+
+def _run(args: argparse.Namespace) -> None:
+    from solvers.plugins import resolve_problem
+
+    comm = start_mpi("solve-pde").COMM_WORLD
+    stop_on_signals()
+    settings = read_toml(args.config, SolverSettingsError) if args.config is not None else {}
+    settings.update(parse_set_options(args.settings))
+    if args.allow_extrapolation:
+        settings["allow_extrapolation"] = True
+    _check_outputs(comm, args)
+    problem = resolve_problem(args.problem)
+    solver: Any = problem.build(comm, **settings)
     if args.params is not None:
         y = read_parameters(args.params)
     else:
         y = solver.sample_parameters(np.random.default_rng(0 if args.seed is None else args.seed))
-    if args.problem == "cdr":
-        from solvers.cdr_plot import plot_solution as plot_cdr
-
-        result = solver.run(y, keep_fields=bool(args.plot or args.fields))
-        c = result.observables
-        if comm.rank == 0:
-            print(f"cdr: {result.substeps} steps, {result.newton_iterations} Newton iterations, "
-                  f"{result.wall_time:.2f} s on {comm.size} rank(s)")
-        if args.plot:
-            plot_cdr(solver, result, args.plot)
-        if args.fields:
-            _save_fields(solver, result, args.fields)
-    else:
-        from solvers.dcr_plot import plot_solution as plot_dcr
-
-        c = solver.solve(y)
-        if args.plot:
-            plot_dcr(solver, y, c, args.plot)
+    c, note = _solve(problem, solver, y, args)
     if comm.rank == 0:
+        if note:
+            print(note)
         save_npy_atomic(args.out, c)
         print(f"wrote {c.size} observables to {args.out}"
               + (f" and the figure {args.plot}" if args.plot else ""))
-
-
-def _save_fields(solver: Any, result: Any, path: str) -> None:
-    from solvers.cdr_plot import gather_field
-
-    gathered = [gather_field(solver, f) for f in result.fields]
-    if solver.comm.rank == 0:  # rank 0 holds every gathered field
-        fields = [g for g in gathered if g is not None]
-        xy = fields[0][0]
-        u = np.stack([g[1] for g in fields])
-        write_atomic(path, lambda fh: np.savez(fh, x=xy, t=solver.output_times, u=u),
-                     "--fields")
 
 
 def main(argv: list[str] | None = None) -> int:

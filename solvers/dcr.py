@@ -53,7 +53,7 @@ from mpi4py import MPI  # noqa: E402
 from petsc4py import PETSc  # noqa: E402
 
 from solvers.base import SolveError, SolverSettingsError, check_parameter_vector  # noqa: E402
-from solvers.dcr_settings import DEFAULTS, DCRSettings  # noqa: E402
+from solvers.dcr_settings import DEFAULTS, FACTS, DCRSettings  # noqa: E402
 
 #: "auto" uses ICC up to this many nodes on one rank, else GAMG. Measured per sample (CG,
 #: rtol 1e-10, CPU seconds): 60,025 nodes ICC(1) 88 its 0.12 s vs GAMG 16 its 0.14 s;
@@ -163,6 +163,13 @@ class DCRSolver:
     n_parameters = 3
     n_observables = 882
     parameter_names = ("depth", "size", "angle")
+    #: the problem's facts (:data:`solvers.dcr_settings.FACTS`): paper dataset size, SPEC 3
+    #: split, the pi-periodic angle y3, training hints, sizes with the defaults
+    default_samples = FACTS.default_samples
+    default_split = FACTS.default_split
+    periodic_parameters = FACTS.periodic_parameters
+    training_hints = FACTS.training_hints
+    default_sizes = FACTS.default_sizes
 
     def __init__(self, comm: MPI.Comm = MPI.COMM_SELF, *, config: DCRSettings | None = None,
                  **settings: Any):
@@ -518,6 +525,23 @@ class DCRSolver:
         m_planes = self.conductivity(y, self._cell_planes)
         u_local = self._solve(self._pad_cells(m_planes), self._dipole_local(), sample)
         return self._observe_local(u_local)
+
+    def solve_and_plot(self, y: Any, *, plot: str | None = None, fields: str | None = None
+                       ) -> tuple[np.ndarray, None]:
+        """``solve-pde``'s hook: the observables of y and, if ``plot`` is given, the figure
+        (:func:`~solvers.dcr_plot.plot_solution`); no fields file (collective).
+
+        Returns
+        -------
+        c : numpy.ndarray, shape (n_observables,)
+        note : None
+        """
+        from solvers.dcr_plot import plot_solution
+
+        c = self.solve(y)
+        if plot:
+            plot_solution(self, y, c, plot)
+        return c, None
 
     def solve_potential(self, m_cells: np.ndarray, rhs: np.ndarray | None = None) -> np.ndarray:
         """Solve A(m) u = rhs for any cell conductivity and nodal right-hand side.

@@ -77,20 +77,33 @@ class SolverProvenance:
     Attributes
     ----------
     problem : str
+        The problem's name.
     settings : dict
         The solver's resolved settings.
     seed, n_samples : int
         Dataset seed and number of samples of the training file.
+    plugin : dict or None
+        The problem's identity (:class:`solvers.plugins.ProblemIdentity` as JSON: spec, kind,
+        import path, file SHA-256 or distribution version); None for data made before
+        problems were plugins (a registered name).
     """
 
     problem: str
     settings: dict[str, Any]
     seed: int
     n_samples: int
+    plugin: dict[str, Any] | None = None
+
+    @property
+    def spec(self) -> str:
+        """The spec that resolves the recorded problem (:func:`solvers.plugins.recorded_spec`)."""
+        from solvers.plugins import recorded_spec
+
+        return recorded_spec(self.problem, self.plugin)
 
     def as_dict(self) -> dict[str, Any]:
         return {"problem": self.problem, "settings": self.settings, "seed": self.seed,
-                "n_samples": self.n_samples}
+                "n_samples": self.n_samples, "plugin": self.plugin}
 
 
 # ------------------------------------------------------------------------------ I/O
@@ -359,7 +372,9 @@ def solver_provenance(meta: dict[str, Any]) -> SolverProvenance | None:
     if n_samples is None or n_samples < 1:
         raise SurrogateFormatError(f"{where}.n_samples must be an integer >= 1, got "
                                    f"{str(attrs.get('n_samples'))[:40]!r}")
-    return SolverProvenance(problem, settings, seed, n_samples)
+    plugin = config.get("plugin")
+    return SolverProvenance(problem, settings, seed, n_samples,
+                            plugin if isinstance(plugin, dict) else None)
 
 
 def _whole(value: Any) -> int | None:

@@ -124,7 +124,7 @@ class SurrogateModel:
     # ------------------------------------------------------------------ properties
     @property
     def problem(self) -> str:
-        """Problem name recorded at training ("cdr", "dcr", "unknown")."""
+        """Problem name recorded at training (the data's problem, or "unknown")."""
         return str((self.metadata.get("training") or {}).get("problem", "unknown"))
 
     @property

@@ -2,9 +2,13 @@
 
 A ``train.toml`` may contain any of the sections and keys below; unknown sections or keys and
 values of the wrong type are refused. Keys whose default is ``"auto"`` (they also accept the
-value ``"auto"``, so the template below can be copied as it is) are resolved from the
-detected problem (``cdr``, ``dcr``; anything else gets the CDR sizes with standardised
-inputs)::
+value ``"auto"``, so the template below can be copied as it is) are resolved from the preset
+(widths and budgets per problem: :data:`PROBLEM_DEFAULTS`, :data:`DEFAULT_PRESET_PROBLEM`; any
+other problem gets the "unknown" entries) and from the facts the problem declares, which come
+with the data (:attr:`datasets.split_data.SplitData.facts`: recorded by generate-dataset, else
+the registered problem's): its periodic parameters, its default split and its training hints
+(``standardize_inputs``, ``center_targets``, ``periodic_inputs``; where it declares none,
+:data:`TRAINER_DEFAULTS`)::
 
     [model]
     architecture = "neural_ode"      # or "resnet" (slimTrain appendix B)
@@ -22,15 +26,16 @@ inputs)::
                                      # Default preset: DCR 2.0, CDR 0 (measured); paper 0
     periodic_inputs = "auto"         # {column index = period}: encode y_k as
                                      # (cos 2 pi y_k / P, sin 2 pi y_k / P) inside the saved
-                                     # surrogate. Default preset: DCR {2 = pi} (the angle,
-                                     # SPEC 2), none otherwise; paper preset: none
+                                     # surrogate. Default preset: the problem's declared
+                                     # periodic parameters (DCR {2 = pi}, the angle, SPEC 2),
+                                     # unless its periodic_inputs hint is false; paper: none
     levels = "auto"                  # [2, 4, 8] (Neural ODE), [8] (ResNet)
     dtype = "float64"                # of the network; the inner solve is always float64
 
     [normalization]
-    standardize_inputs = "auto"      # false for CDR (inputs on the simplex, ~1/55 each, used
-                                     # as they are, as in the paper), true otherwise
-    center_targets = "auto"          # true for DCR (SPEC section 2), false otherwise
+    standardize_inputs = "auto"      # the problem's hint (CDR false: inputs on the simplex,
+                                     # ~1/55 each, used as they are, as in the paper), else true
+    center_targets = "auto"          # the problem's hint (DCR true, SPEC 2), else false
     scale_targets = "auto"           # "global" (one scale: SPEC problems, paper preset) or
                                      # "per_output" (each output by its training std); default
                                      # preset on other data: per_output when the outputs'
@@ -42,7 +47,8 @@ inputs)::
     alpha2 = 1e-10
 
     [split]                          # used only when the data file has no stored split
-    fractions = "auto"               # [0.5, 0.25, 0.25]; DCR [0.8, 0.1, 0.1]
+    fractions = "auto"               # the problem's default_split (CDR [0.5, 0.25, 0.25], DCR
+                                     # [0.8, 0.1, 0.1]), else [0.5, 0.25, 0.25]
     seed = "auto"                    # the --seed value
 
     [gnvpro]                         # and the same keys in [gn]
@@ -108,8 +114,10 @@ import copy
 import math
 from typing import Any
 
+from datasets.split_data import FALLBACK_FRACTIONS
 from solvers.common.toml import read_toml as read_toml  # the config file reader
 from solvers.errors import ConfigError
+from solvers.facts import periodic_from_record, training_facts
 
 AUTO = "auto"
 
@@ -148,14 +156,18 @@ _TYPES: dict[str, type[Any]] = {
 _CHOICES = {"architecture": ("neural_ode", "resnet"), "dtype": ("float32", "float64"),
             "regularization": ("sgcv", "fixed"), "scale_targets": ("global", "per_output")}
 
+#: ``--preset paper``'s sizes per problem (GNvpro table 2: width, work units per level);
+#: "unknown" for every other problem
 PROBLEM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cdr": {"width": 8, "standardize_inputs": False, "center_targets": False, "budget": 200,
-            "fractions": [0.5, 0.25, 0.25]},
-    "dcr": {"width": 16, "standardize_inputs": True, "center_targets": True, "budget": 400,
-            "fractions": [0.8, 0.1, 0.1]},
-    "unknown": {"width": 8, "standardize_inputs": True, "center_targets": False, "budget": 200,
-                "fractions": [0.5, 0.25, 0.25]},
+    "cdr": {"width": 8, "budget": 200},
+    "dcr": {"width": 16, "budget": 400},
+    "unknown": {"width": 8, "budget": 200},
 }
+
+#: the trainer's own choices where the problem declares no training hint (standardised
+#: inputs, raw targets) and where neither the file nor the problem gives split fractions
+TRAINER_DEFAULTS: dict[str, Any] = {"standardize_inputs": True, "center_targets": False,
+                                    "fractions": list(FALLBACK_FRACTIONS)}
 
 METHODS = ("gnvpro", "gn", "adam", "lbfgsvpro", "slimtrain")
 
@@ -229,11 +241,6 @@ def check_range(where: str, section: str, key: str, value: Any) -> Any:
                           "level to level (shallow to deep, e.g. [2, 4, 8])")
     return value
 
-
-#: Problem-declared periodic inputs {column: period}: the DCR orientation angle y3 (column 2),
-#: the conductivity is pi-periodic in it (SPEC section 2)
-PERIODIC_INPUTS: dict[str, dict[str, float]] = {
-    "cdr": {}, "dcr": {"2": 3.141592653589793}, "unknown": {}}
 
 #: ``--preset paper``: GNvpro table 2 exactly as published (SPEC section 4, the paper code's
 #: budgets, no initial rescaling, no encoding, fresh radius per level, fixed budgets)
@@ -361,12 +368,28 @@ def _check_slimtrain(st: dict, source: str) -> None:
                           f"exceed slimtrain.lambda_max ({st['lambda_max']!r})")
 
 
+def problem_choices(facts: dict[str, Any]) -> dict[str, Any]:
+    """``standardize_inputs``, ``center_targets`` and ``fractions`` from a problem's training
+    facts (:attr:`datasets.split_data.SplitData.facts`), :data:`TRAINER_DEFAULTS` where it
+    declares none; and its ``periodic_inputs`` ({"column": period}) and ``periodic_hint``."""
+    hints = facts.get("training_hints") or {}
+    out = {key: hints[key] if hints.get(key) is not None else TRAINER_DEFAULTS[key]
+           for key in ("standardize_inputs", "center_targets")}
+    split = facts.get("default_split")
+    out["fractions"] = [float(f) for f in split] if split else list(TRAINER_DEFAULTS["fractions"])
+    out["periodic_inputs"] = {str(k): float(p) for k, p in periodic_from_record(facts).items()}
+    out["periodic_hint"] = hints.get("periodic_inputs")
+    return out
+
+
 def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
-                   data: Any = None) -> dict:
-    """Replace ``"auto"`` values by the defaults of ``problem`` and ``preset``.
+                   data: Any = None, facts: dict[str, Any] | None = None) -> dict:
+    """Replace ``"auto"`` values by the defaults of ``problem``, its facts and ``preset``.
 
     Parameters
     ----------
+    problem : str
+        The data's problem name (presets per problem; any other name gets "unknown"'s).
     preset : "default" or "paper"
         ``"paper"``: GNvpro table 2 as published (SPEC section 4); ``"default"``: the best
         surrogate (stable initialisation, problem-declared encodings, radius continuation,
@@ -375,13 +398,23 @@ def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
         The data, for the data-driven defaults of :mod:`train.auto` (the default preset on
         problems other than CDR and DCR: target scaling and width from the training split;
         without it ``scale_targets`` is ``"global"`` and the width the fixed default).
+    facts : dict, optional
+        The problem's training facts (periodic parameters, default split, training hints);
+        default: those that come with ``data`` (:attr:`datasets.split_data.SplitData.facts`)
+        if any, else the registered problem's (:func:`solvers.facts.training_facts`), none
+        for another name.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     cfg = copy.deepcopy(cfg)
     key = problem if problem in PROBLEM_DEFAULTS else "unknown"
     pd = dict(PROBLEM_DEFAULTS[key])
+    if facts is None:
+        facts = getattr(data, "facts", None) or training_facts(problem)
+    pd.update(problem_choices(facts))
     switches = dict(PAPER_PRESET if preset == "paper" else DEFAULT_PRESET)
+    if pd["periodic_hint"] is not None and preset == "default":
+        switches["periodic_inputs"] = bool(pd["periodic_hint"])
     if preset == "default":
         pd["width"] = DEFAULT_PRESET_PROBLEM[key]["width"]
         pd["budget"] = list(DEFAULT_PRESET_PROBLEM[key]["budgets"])
@@ -391,7 +424,7 @@ def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
     if model["max_step_radius"] == AUTO:
         model["max_step_radius"] = switches["max_step_radius"]
     if model["periodic_inputs"] == AUTO:
-        model["periodic_inputs"] = dict(PERIODIC_INPUTS[key]) if switches["periodic_inputs"] \
+        model["periodic_inputs"] = dict(pd["periodic_inputs"]) if switches["periodic_inputs"] \
             else {}
     for method in ("gnvpro", "gn"):
         for k in ("carry_radius", "patience"):

@@ -7,6 +7,7 @@ Examples
     mpiexec -n 2 evaluate-surrogate model/ --samples 200 --seed 7 --out report/
     evaluate-surrogate model/ --data other.h5 --out report/
     evaluate-surrogate npz_model/ --problem cdr --set n_cells=12 --samples 20 --seed 7 --out r/
+    evaluate-surrogate npz_model/ --problem my_model.py:MyModel --samples 20 --seed 7 --out r/
 
 Started again with the same command after an interruption, it resumes ``REPORT_DIR/fresh.h5``.
 See :mod:`surrogate.evaluation` for what is computed. MPI starts in :func:`main`, not on import.
@@ -28,6 +29,7 @@ from solvers.common.cli import (
     whole_number,
 )
 from solvers.errors import InputError
+from solvers.plugins import ALLOW_CHANGED_OPTION, SPEC_HELP, problems_help
 from surrogate.errors import EvaluationError
 
 PROG = "evaluate-surrogate"
@@ -40,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (prints only on MPI world rank 0)."""
     p = RankZeroParser(prog=PROG, description="Compare a trained surrogate with fresh PDE "
                        "solves drawn from its training data's sampler and solver settings (run "
-                       "under mpiexec for several ranks), or with an existing dataset (--data).")
+                       "under mpiexec for several ranks), or with an existing dataset (--data).",
+                       epilog=problems_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=path_argument, metavar="MODEL_DIR",
                    help="model directory written by train-surrogate")
     p.add_argument("--out", required=True, type=path_argument, metavar="REPORT_DIR",
@@ -56,9 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-different-settings", action="store_true",
                    help="with --data: evaluate on a file solved with other solver settings "
                    "than the training data (refused otherwise)")
-    p.add_argument("--problem", choices=("cdr", "dcr"),
+    p.add_argument("--problem", metavar="PROBLEM",
                    help="problem to solve, for models trained on data without solver "
-                   "provenance (.npz/.mat)")
+                   f"provenance (.npz/.mat): {SPEC_HELP}")
+    p.add_argument(ALLOW_CHANGED_OPTION, action="store_true",
+                   help="re-solve with the recorded plugin even if its code (file SHA-256, "
+                   "version) or settings changed since the training data was made")
     add_set_option(p, help="solver setting with --problem; VALUE is a TOML literal "
                    "(repeatable)")
     p.add_argument("--device", help="device of the surrogate (cpu, cuda, cuda:N; default: the "
@@ -103,7 +110,8 @@ def run(args: argparse.Namespace, world: Any) -> dict | None:
         ranks_per_sample=args.ranks_per_sample, data=args.data, problem=args.problem,
         settings=parse_assignments(args.assign), device=args.device,
         checkpoint_interval=args.checkpoint_interval, progress=not args.no_progress,
-        allow_different_settings=args.allow_different_settings)
+        allow_different_settings=args.allow_different_settings,
+        allow_changed_plugin=args.allow_changed_plugin)
     return evaluate(request, world)
 
 
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     MPI = start_mpi(PROG)  # loopback defaults for single-node runs, then MPI
 
-    from datasets.errors import DatasetWriteError
+    from datasets.errors import DatasetWriteError, ProblemBrokeContract
     from surrogate.errors import ReportWriteError
     from surrogate.evaluation import summary_table
 
@@ -133,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_signals(rank_zero_only=True)
     status, report = run_job(PROG, world, lambda: run(args, world), USER_ERRORS,
                              lambda: interrupted_text(args.out / "fresh.h5"),
-                             fatal_errors=(DatasetWriteError, ReportWriteError))
+                             fatal_errors=(DatasetWriteError, ReportWriteError,
+                                           ProblemBrokeContract))
     if status:
         return status
     if world.rank == 0 and report is not None:

@@ -3,6 +3,9 @@ nothing).
 
 The fresh parameters come from the training data's own sampler and solver settings, read from
 the provenance in the model's ``metadata.json`` (:func:`surrogate.metadata.solver_provenance`).
+The problem is re-resolved from the recorded plugin identity (a file plugin by its absolute
+path, a module or entry point by name) and refused if its code or settings changed since the
+data was made (:func:`solvers.plugins.check_unchanged`), unless the request allows it.
 Sample ``i`` of a dataset with seed ``s`` has the parameters
 ``solver.sample_parameters(default_rng([s, i]))`` (:mod:`datasets.sampling`), so
 
@@ -133,12 +136,17 @@ def _plan_solve(request: EvaluationRequest, meta: dict[str, Any],
                 prov: SolverProvenance | None, n_in: int, n_out: int) -> Plan:
     """Plan fresh solves: solver from the provenance (or ``--problem``), seed and overlap
     checks."""
-    problem, settings = _fresh_problem(request, prov)
-    solver = make_solver(problem, settings)
-    settings = solver.settings()
+    spec, settings = _fresh_problem(request, prov)
+    problem, solver, info = build_problem(spec, settings)
+    notes = []
+    if prov is not None:
+        changes = _unchanged(prov, info, request.allow_changed_plugin)
+        notes += [f"the plugin changed since the training data was made (allowed): {c}"
+                  for c in changes]
+    settings = info.settings
     if (solver.n_parameters, solver.n_observables) != (n_in, n_out):
         raise EvaluationError(
-            f"{problem} with these settings maps {solver.n_parameters} parameters to "
+            f"{info.name} with these settings maps {solver.n_parameters} parameters to "
             f"{solver.n_observables} observables, but the surrogate maps {n_in} to {n_out}")
     from datasets.sampling import check_seed, draw_all_parameters
 
@@ -147,15 +155,16 @@ def _plan_solve(request: EvaluationRequest, meta: dict[str, Any],
     except ValueError as exc:
         raise EvaluationError(f"--seed: {exc}") from None
     fresh_path = request.out / FRESH_FILE
-    complete = complete_fresh_file(fresh_path, problem, settings, request.samples, seed)
-    check_sample_count(problem, fresh_path, request.samples, solver, disk=not complete)
+    complete = complete_fresh_file(fresh_path, info.name, settings, request.samples, seed)
+    check_sample_count(spec, fresh_path, request.samples, solver, disk=not complete)
     if prov is not None:          # the training parameters are re-drawn (and hashed)
         check_memory(prov.n_samples * (16.0 * solver.n_parameters + 100),
                      f"re-drawing the {prov.n_samples} training samples recorded in "
                      f"{request.model_dir}/metadata.json", error=EvaluationError)
     fresh = draw_all_parameters(solver, seed, request.samples, progress=request.progress)
-    notes = _check_disjoint(fresh, meta, solver, f"--seed {request.seed}")
-    return Plan(problem, True, settings, fresh_path, notes, complete=complete)
+    notes += _check_disjoint(fresh, meta, solver, f"--seed {request.seed}")
+    return Plan(info.name, True, settings, fresh_path, notes, complete=complete,
+                spec=problem.identity.resolvable_spec)
 
 
 def check_sample_count(problem: str, out: Path, samples: int, solver: Any, disk: bool = True
@@ -194,7 +203,7 @@ def complete_fresh_file(path: Path, problem: str, settings: dict[str, Any], samp
 
 def _fresh_problem(request: EvaluationRequest, prov: SolverProvenance | None
                    ) -> tuple[str, dict[str, Any]]:
-    """Problem and solver settings of the fresh solves, after the option checks."""
+    """Problem spec and solver settings of the fresh solves, after the option checks."""
     if prov is not None and request.problem is not None:
         raise EvaluationError(
             f"--problem/--set are for models without solver provenance; {request.model_dir} "
@@ -203,8 +212,8 @@ def _fresh_problem(request: EvaluationRequest, prov: SolverProvenance | None
         raise EvaluationError(
             f"{request.model_dir} was trained on data without solver provenance (an external "
             ".npz/.mat file), so its samples cannot be re-solved: pass --data FILE to evaluate "
-            "on an existing dataset, or --problem cdr|dcr (with --set KEY=VALUE settings) to "
-            "solve fresh samples")
+            "on an existing dataset, or --problem PROBLEM (a registered name, module:Class or "
+            "file.py:Class; with --set KEY=VALUE settings) to solve fresh samples")
     if request.seed is None:
         raise EvaluationError("--seed is required when solving fresh samples")
     if request.samples < 1:
@@ -215,7 +224,7 @@ def _fresh_problem(request: EvaluationRequest, prov: SolverProvenance | None
         raise EvaluationError(
             f"--seed {request.seed} is the training data's seed: it would re-draw the "
             f"training samples; choose another seed")
-    return prov.problem, dict(prov.settings)
+    return prov.spec, dict(prov.settings)
 
 
 def _plan_data(request: EvaluationRequest, meta: dict[str, Any],
@@ -235,7 +244,8 @@ def _plan_data(request: EvaluationRequest, meta: dict[str, Any],
         raise EvaluationError(f"{data}: {y.shape[1]} parameters and {m} observables, "
                               f"but the surrogate maps {n_in} to {n_out}")
     notes = _check_settings(data, ds.attrs, prov, request.allow_different_settings)
-    solver = make_solver(prov.problem, prov.settings) if prov is not None else None
+    solver, unavailable = _provenance_solver(prov)
+    notes += unavailable
     notes += _check_disjoint(y, meta, solver, f"--data {data}")
     problem = str(ds.attrs.get("problem", prov.problem if prov else "unknown"))
     return Plan(problem, False, None, data, notes)
@@ -272,17 +282,62 @@ def _check_settings(data: Path, attrs: Any, prov: SolverProvenance | None,
 
 
 # ------------------------------------------------------------------------- training samples
-def make_solver(problem: str, settings: dict[str, Any]) -> Any:
-    """A solver on COMM_SELF (only for drawing parameters); bad settings -> EvaluationError."""
-    from solvers import make_solver as build
+def build_problem(spec: str, settings: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The problem of ``spec`` resolved, built on COMM_SELF (only for drawing parameters and
+    checking it) and described: ``(Problem, solver, ProblemInfo)``.
+
+    Raises
+    ------
+    solvers.plugins.PluginError
+        The plugin cannot be resolved or breaks its contract (exit status 2).
+    EvaluationError
+        Bad settings.
+    """
     from solvers.common.mpi_network import init_mpi
+    from solvers.plugins import PluginError, resolve_problem
 
     MPI = init_mpi()
 
+    problem = resolve_problem(spec)
     try:
-        return build(problem, MPI.COMM_SELF, **settings)
+        solver = problem.build(MPI.COMM_SELF, **settings)
+    except PluginError:
+        raise
     except (ValueError, TypeError) as exc:
-        raise EvaluationError(f"invalid {problem} settings: {exc}") from None
+        raise EvaluationError(f"invalid {problem.name} settings: {exc}") from None
+    return problem, solver, problem.describe(solver)
+
+
+def make_solver(problem: str, settings: dict[str, Any]) -> Any:
+    """A solver of the spec ``problem`` on COMM_SELF (only for drawing parameters); bad
+    settings -> EvaluationError."""
+    return build_problem(problem, settings)[1]
+
+
+def _unchanged(prov: SolverProvenance, info: Any, allow: bool) -> list[str]:
+    """The changes of the re-resolved plugin against the recorded one (PluginChangedError
+    naming them unless ``allow``)."""
+    from solvers.plugins import check_unchanged
+
+    return check_unchanged(prov.plugin, prov.settings, info, allow=allow)
+
+
+def _provenance_solver(prov: SolverProvenance | None) -> tuple[Any | None, list[str]]:
+    """The recorded problem, built to re-draw the training parameters (``--data``), or None
+    with a note when it cannot be resolved or changed (the training file is used then)."""
+    from solvers.plugins import PluginError
+
+    if prov is None:
+        return None, []
+    try:
+        _, solver, info = build_problem(prov.spec, prov.settings)
+        if _unchanged(prov, info, allow=True):
+            return None, [f"{info.label} changed since the training data was made: training "
+                          "parameters read from the training file instead of re-drawn"]
+    except (PluginError, EvaluationError) as exc:
+        return None, [f"training problem not available ({exc}): training parameters read "
+                      "from the training file instead of re-drawn"]
+    return solver, []
 
 
 def training_parameters(meta: dict[str, Any], solver: Any | None) -> np.ndarray | None:

@@ -31,9 +31,13 @@ class EvaluationRequest:
     data : Path, optional
         Evaluate against this existing dataset instead of solving.
     problem : str, optional
-        "cdr" or "dcr", for models trained on data without solver provenance.
+        A problem spec (a registered name, an entry point, ``package.module:Class`` or
+        ``path/file.py:Class``), for models trained on data without solver provenance.
     settings : dict
         Solver-setting overrides (with ``problem``; models without provenance only).
+    allow_changed_plugin : bool
+        Re-solve with the recorded plugin even if its code or settings changed since the
+        training data was made (otherwise refused, naming what changed).
     device : str, optional
         Device of the surrogate timing and predictions (cpu, cuda, cuda:N); default the
         training device when it is available, else "cpu".
@@ -58,6 +62,7 @@ class EvaluationRequest:
     checkpoint_interval: float = 10.0
     progress: bool = True
     allow_different_settings: bool = False
+    allow_changed_plugin: bool = False
 
 
 @dataclass
@@ -67,7 +72,7 @@ class Plan:
     Attributes
     ----------
     problem : str
-        "cdr", "dcr" (or the ``problem`` attribute of a ``--data`` file, "unknown").
+        The problem's name (or the ``problem`` attribute of a ``--data`` file, "unknown").
     solve : bool
         Whether fresh samples are solved (else ``fresh_path`` is the ``--data`` file).
     settings : dict or None
@@ -80,6 +85,9 @@ class Plan:
         The surrogate's device ("cpu", "cuda", "cuda:N"), checked on rank 0.
     complete : bool
         The fresh file already holds every solve of this request (nothing to solve).
+    spec : str
+        The spec the fresh solves resolve (a file plugin by its absolute path); "" without
+        solves.
     """
 
     problem: str
@@ -89,3 +97,4 @@ class Plan:
     notes: list[str]
     device: str = "cpu"
     complete: bool = False
+    spec: str = ""

@@ -76,7 +76,7 @@ def _solve_fresh(request: EvaluationRequest, decided: Plan, world: Any) -> None:
     from datasets.generate import GenerationOptions, generate
 
     generate(GenerationOptions(
-        problem=decided.problem, out=decided.fresh_path, samples=request.samples,
+        problem=decided.spec or decided.problem, out=decided.fresh_path, samples=request.samples,
         seed=int(request.seed or 0), settings=decided.settings or {},
         ranks_per_sample=request.ranks_per_sample,
         checkpoint_interval=request.checkpoint_interval, progress=request.progress),

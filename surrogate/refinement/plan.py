@@ -39,6 +39,8 @@ class RefinePlan:
     Attributes
     ----------
     problem : str
+        The problem spec that resolves the training data's problem (a plugin's recorded
+        import path: :attr:`surrogate.metadata.SolverProvenance.spec`).
     settings : dict
         The training data's solver settings (the same for every solve of the run).
     base_data : Path
@@ -108,7 +110,7 @@ def make_plan(options: RefineOptions) -> RefinePlan:
                 "model": sha256_file(Path(options.model_dir) / METADATA_FILE),
                 "data": sha256_file(base)}
     return RefinePlan(
-        problem=prov.problem, settings=dict(prov.settings), base_data=Path(base),
+        problem=prov.spec, settings=dict(prov.settings), base_data=Path(base),
         method=str(t["method"]), config=dict(t["config"]), seed=int(t.get("seed", 0)),
         size=len(entry["members"]), data_seed=prov.seed,
         candidate_seed=options.seed if options.seed is not None else prov.seed,

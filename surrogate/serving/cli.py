@@ -8,9 +8,13 @@ Models served (UM-Bridge names):
 
 ``surrogate``     y (d,) -> c (m,): Evaluate, Gradient (J^T sens) and ApplyJacobian (J vec)
                   from automatic differentiation of the network.
-``pde``           with ``--pde``: the PDE the surrogate was trained for (same solver settings
-                  as its training data), Gradient/ApplyJacobian by finite differences
+``pde``           with ``--pde``: the PDE the surrogate was trained for (same problem, plugin
+                  and solver settings as its training data; a plugin that changed since is
+                  refused, naming what changed, unless ``--allow-changed-plugin``),
+                  Gradient/ApplyJacobian by finite differences
                   (:mod:`surrogate.serving.pde_model`): the two fidelities side by side.
+                  ``--pde-problem SPEC`` names the problem instead (any spec; for a model
+                  trained on data without solver provenance: with its default settings).
 ``posterior``     with ``--observed`` and ``--noise``: y -> [log pi(y | d)] with a Gaussian
                   likelihood and a uniform prior on the training box, and its Gradient
                   (:mod:`surrogate.serving.posterior`); -inf (JSON ``-Infinity``) outside the
@@ -41,12 +45,14 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import umbridge
 
 from solvers.common.cli import BAD_INPUT, FAILURE, OK, RankZeroParser, whole_number
 from solvers.errors import MPIStartError, UsageError
+from solvers.plugins import ALLOW_CHANGED_OPTION, problems_help
 from surrogate.serving.adapters import ForwardModel, PosteriorModel
 from surrogate.serving.app import DEFAULT_TIMEOUT, PROG, format_url, make_app, serve
 
@@ -59,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``serve-surrogate`` argument parser."""
     p = RankZeroParser(
         prog=PROG, description="Serve a trained surrogate (and optionally the PDE and a "
-        "posterior) over the UM-Bridge protocol 1.0.")
+        "posterior) over the UM-Bridge protocol 1.0.", epilog=problems_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", metavar="MODEL_DIR", help="surrogate model directory")
     p.add_argument("--port", type=int, default=None,
                    help="TCP port (default: $PORT, else 4242; 0 picks a free port)")
@@ -68,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pde", action="store_true",
                    help="also serve the PDE (same solver settings as the training data) as "
                    "model 'pde'")
+    p.add_argument("--pde-problem", metavar="PROBLEM",
+                   help="serve this problem as model 'pde' (implies --pde): a registered name, "
+                   "module:Class or file.py:Class; the recorded settings if the model has "
+                   "solver provenance (the plugin checked against the recorded one), else its "
+                   "defaults")
+    p.add_argument(ALLOW_CHANGED_OPTION, action="store_true",
+                   help="--pde: use the recorded plugin even if its code (file SHA-256, "
+                   "version) changed since the training data was made")
     p.add_argument("--max-workers", type=int, default=1, metavar="K",
                    help="threads evaluating requests (default 1; PDE solves are serialised)")
     p.add_argument("--observed", metavar="DATA", help="observed data (.npy or text, m values):"
@@ -157,7 +172,6 @@ def build_models(args: argparse.Namespace) -> list[umbridge.Model]:
     """
     from surrogate.device import resolve_device
     from surrogate.errors import SurrogateFormatError
-    from surrogate.serving.pde_model import PDEModel
     from surrogate.serving.posterior import GaussianPosterior
     from surrogate.uq_model import load
 
@@ -173,11 +187,14 @@ def build_models(args: argparse.Namespace) -> list[umbridge.Model]:
 
         models.append(StdModel(sur))
     pde = None
-    if args.pde:
+    if args.pde or args.pde_problem:
         try:
-            pde = PDEModel.from_surrogate_metadata(sur.metadata)
+            pde = _pde_model(sur.metadata, args)
         except ValueError as exc:
             raise UsageError(f"--pde: {exc}") from None
+        if (pde.n_in, pde.n_out) != (sur.n_in, sur.n_out):
+            raise UsageError(f"--pde: {pde.info.label} maps {pde.n_in} parameters to "
+                             f"{pde.n_out} observables, the surrogate {sur.n_in} to {sur.n_out}")
         models.append(ForwardModel("pde", pde))
     if args.observed is not None:
         if sur.lower is None:
@@ -193,6 +210,28 @@ def build_models(args: argparse.Namespace) -> list[umbridge.Model]:
         except ValueError as exc:
             raise UsageError(f"--observed/--noise: {exc}") from None
     return models
+
+
+def _pde_model(metadata: dict, args: argparse.Namespace) -> Any:
+    """The ``pde`` model: the recorded problem, or ``--pde-problem`` (recorded settings and
+    plugin check when the model has solver provenance)."""
+    from surrogate.metadata import solver_provenance
+    from surrogate.serving.pde_model import PDEModel
+
+    option = ALLOW_CHANGED_OPTION
+    if args.pde_problem is None:
+        return PDEModel.from_surrogate_metadata(
+            metadata, allow_changed_plugin=args.allow_changed_plugin, option=option)
+    prov = solver_provenance(metadata)
+    if prov is None:
+        return PDEModel(args.pde_problem)
+    from solvers.plugins import check_unchanged
+
+    model = PDEModel(args.pde_problem, prov.settings)
+    model.plugin_changes = check_unchanged(prov.plugin, prov.settings, model.info,
+                                           allow=args.allow_changed_plugin, option=option,
+                                           what="the surrogate's training data")
+    return model
 
 
 def main(argv: list[str] | None = None) -> int:

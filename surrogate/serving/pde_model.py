@@ -6,21 +6,27 @@
     pde = PDEModel("dcr", {"n_cells": [24, 24, 12]})     # or PDEModel.from_dataset("d.h5")
     c = pde(y)                                           # (n, 882), one solve per row
     J = pde.jacobian(y)                                  # (n, 882, 3), finite differences
+    kl = PDEModel("examples/diffusion_kl.py:DiffusionKL", {"n_cells": 24})   # any problem spec
 
 so a UQ script switches fidelity by swapping ``surrogate.load(model_dir)`` for a PDEModel. The
-solver object (mesh, matrices, KSP) is built once, on ``MPI.COMM_SELF`` unless a communicator
-is given, from the same problem name and solver settings as a dataset (the dataset's
-``config`` attribute records them: ``from_dataset``; a trained surrogate's metadata records the
-dataset's: ``from_surrogate_metadata``).
+problem is any spec :func:`solvers.plugins.resolve_problem` accepts. The solver object (mesh,
+matrices, KSP) is built once, on ``MPI.COMM_SELF`` unless a communicator is given, from the
+same problem and solver settings as a dataset (the dataset's ``config`` attribute records
+them, with the plugin's identity: ``from_dataset``; a trained surrogate's metadata records the
+dataset's: ``from_surrogate_metadata``). Built from a record, the plugin is re-resolved where
+it was (a file plugin by its absolute path) and refused if its code or settings changed since
+(:class:`solvers.plugins.PluginChangedError` naming what changed) unless
+``allow_changed_plugin=True``.
 
 Jacobian
 --------
 Central differences, ``dc/dy_k ~ (c(y + h_k e_k) - c(y - h_k e_k)) / (2 h_k)`` with
-``h_k = fd_step * scale_k`` (``scale_k`` = width of the parameter range for DCR, else
-``max(|y_k|, 1)``; default ``fd_step`` 1e-4, so truncation error O(h^2) ~ 1e-8 relative and
-solver noise (CG rtol 1e-10) / h ~ 1e-7). Where a central step would leave the parameter range
-(DCR ranges, CDR y >= 0) a one-sided second-order difference is used inside. Cost: 2 d extra
-solves per sample (6 for DCR, 110 for CDR) on top of the value.
+``h_k = fd_step * scale_k`` (``scale_k`` = width of the parameter box where the problem
+declares one (DCR's ranges, CDR's [0, 1]), else ``max(|y_k|, 1)``; default ``fd_step`` 1e-4, so
+truncation error O(h^2) ~ 1e-8 relative and solver noise (CG rtol 1e-10) / h ~ 1e-7). Where a
+central step would leave the box (DCR ranges, CDR y >= 0) a one-sided second-order difference
+is used inside. Cost: 2 d extra solves per sample (6 for DCR, 110 for CDR) on top of the
+value.
 
 It lives above :mod:`datasets` (``from_dataset`` reads a dataset file) and reads a model's
 provenance through :mod:`surrogate.metadata`; the module itself never imports torch.
@@ -45,9 +51,11 @@ class PDEModel:
 
     Parameters
     ----------
-    problem : {"cdr", "dcr"}
+    problem : str
+        A problem spec: a registered name (:data:`solvers.SOLVERS`), an entry point,
+        ``package.module:Class`` or ``path/file.py:Class``.
     settings : dict, optional
-        Solver settings (constructor keywords); SPEC defaults otherwise.
+        Solver settings (constructor keywords); the problem's defaults otherwise.
     comm : mpi4py communicator, optional
         Default COMM_SELF.
     fd_step : float
@@ -60,46 +68,70 @@ class PDEModel:
     input_names : list of str
     output_coords : dict name -> numpy.ndarray (n_out,)
     lower, upper : numpy.ndarray (n_in,)
-        Parameter ranges (DCR: the sampling ranges; CDR: [0, 1]).
+        The parameter box the problem declares (DCR: the sampling ranges; CDR: [0, 1]);
+        -inf / inf where it declares none.
+    info : solvers.plugins.ProblemInfo
+        The problem's facts and identity (``info.provenance()``).
+    plugin_changes : list of str
+        What changed in the plugin since the record it was built from (empty unless
+        ``allow_changed_plugin``).
     n_solves : int
         PDE solves done so far (values and finite differences).
     """
 
     def __init__(self, problem: str, settings: dict[str, Any] | None = None, *,
                  comm: Any = None, fd_step: float = 1e-4) -> None:
-        from solvers import make_solver
+        from solvers.plugins import resolve_problem
 
         self.problem = str(problem)
         self.settings_in = dict(settings or {})
-        self.solver = make_solver(self.problem, comm, **self.settings_in)
         if not (np.isfinite(fd_step) and fd_step > 0):
             raise InputError(f"fd_step must be finite and > 0, got {fd_step!r}")
+        self._problem = resolve_problem(self.problem)
+        self.solver = self._problem.build(comm, **self.settings_in)
+        self.info = self._problem.describe(self.solver)
+        self.plugin_changes: list[str] = []
         self.fd_step = float(fd_step)
-        self.n_in = int(self.solver.n_parameters)
-        self.n_out = int(self.solver.n_observables)
-        names = getattr(self.solver, "parameter_names", None)
-        self.input_names = list(names) if names else [f"y{k}" for k in range(self.n_in)]
-        coords = getattr(self.solver, "observable_coords", None)
-        self.output_coords = coords() if callable(coords) else {}
-        bounds = getattr(self.solver, "parameter_bounds", None)
-        if bounds is not None:
-            b = np.asarray(bounds, dtype=np.float64)
-            self.lower, self.upper = b[:, 0].copy(), b[:, 1].copy()
+        self.n_in, self.n_out = self.info.n_parameters, self.info.n_observables
+        self.input_names = list(self.info.parameter_names)
+        self.output_coords = dict(self.info.observable_coords)
+        box = self.info.parameter_box
+        if box is not None:
+            self.lower, self.upper = box[:, 0].copy(), box[:, 1].copy()
         else:
-            self.lower, self.upper = np.zeros(self.n_in), np.ones(self.n_in)
-        self._bounded = bounds is not None
+            self.lower, self.upper = np.full(self.n_in, -np.inf), np.full(self.n_in, np.inf)
+        self._bounded = box is not None
         self.n_solves = 0
         self._lock = threading.Lock()        # one solver object: one solve at a time
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config: dict | str, **kwargs: Any) -> PDEModel:
-        """From a dataset's ``config`` attribute (``{"problem", "solver": settings, ...}``,
-        a dict or its JSON string)."""
+    def from_record(cls, problem: str, settings: dict[str, Any], plugin: dict | None, *,
+                    allow_changed_plugin: bool = False, what: str = "the data",
+                    option: str = "allow_changed_plugin=True", **kwargs: Any) -> PDEModel:
+        """The recorded problem (name, settings and plugin identity of a dataset's
+        configuration), refused if the plugin changed since unless ``allow_changed_plugin``
+        (:func:`solvers.plugins.check_unchanged`)."""
+        from solvers.plugins import check_unchanged, recorded_spec
+
+        model = cls(recorded_spec(problem, plugin), settings, **kwargs)
+        model.plugin_changes = check_unchanged(plugin, settings, model.info,
+                                               allow=allow_changed_plugin, what=what,
+                                               option=option)
+        return model
+
+    @classmethod
+    def from_config(cls, config: dict | str, *, allow_changed_plugin: bool = False,
+                    **kwargs: Any) -> PDEModel:
+        """From a dataset's ``config`` attribute (``{"problem", "solver": settings, "plugin":
+        identity, ...}``, a dict or its JSON string)."""
         cfg = json.loads(config) if isinstance(config, str) else dict(config)
         if "problem" not in cfg:
             raise InputError("the configuration names no problem")
-        return cls(cfg["problem"], cfg.get("solver") or {}, **kwargs)
+        plugin = cfg.get("plugin")
+        return cls.from_record(cfg["problem"], cfg.get("solver") or {},
+                               plugin if isinstance(plugin, dict) else None,
+                               allow_changed_plugin=allow_changed_plugin, **kwargs)
 
     @classmethod
     def from_dataset(cls, path: str | Path, **kwargs: Any) -> PDEModel:
@@ -114,14 +146,19 @@ class PDEModel:
         return cls.from_config(cfg, **kwargs)
 
     @classmethod
-    def from_surrogate_metadata(cls, metadata: dict, **kwargs: Any) -> PDEModel:
-        """The PDE a surrogate was trained for (its training data's recorded solver settings,
-        :func:`surrogate.metadata.solver_provenance`)."""
+    def from_surrogate_metadata(cls, metadata: dict, *, allow_changed_plugin: bool = False,
+                                option: str = "allow_changed_plugin=True",
+                                **kwargs: Any) -> PDEModel:
+        """The PDE a surrogate was trained for (its training data's recorded problem, plugin
+        and solver settings, :func:`surrogate.metadata.solver_provenance`), refused if the
+        plugin changed since unless ``allow_changed_plugin``."""
         provenance = solver_provenance(metadata)
         if provenance is None:
             raise InputError("the surrogate's metadata records no solver settings of its "
                              "training data")
-        return cls(provenance.problem, provenance.settings, **kwargs)
+        return cls.from_record(provenance.problem, provenance.settings, provenance.plugin,
+                               allow_changed_plugin=allow_changed_plugin,
+                               what="the surrogate's training data", option=option, **kwargs)
 
     # ------------------------------------------------------------------ checks
     def _check(self, y: Any, name: str = "y") -> np.ndarray:
@@ -129,9 +166,13 @@ class PDEModel:
         return check_batch(y, self.n_in, name)
 
     def _solve(self, y: np.ndarray) -> np.ndarray:
+        from solvers.plugins import check_output, check_parameters
+
+        y = check_parameters(self.solver, y)
         with self._lock:
             self.n_solves += 1
-            return np.asarray(self.solver.solve(y), dtype=np.float64)
+            c = self.solver.solve(y)
+        return check_output(self.info, c, None)
 
     # ------------------------------------------------------------------ public
     def __call__(self, y: Any) -> np.ndarray:
