@@ -8,6 +8,7 @@ Above the training layer: :mod:`surrogate.evaluation` (evaluate-surrogate) and
 """
 
 from surrogate.artifact import save_surrogate
+from surrogate.ensemble import EnsembleSurrogate
 from surrogate.errors import SurrogateFormatError
 from surrogate.neural_ode import NeuralODE
 from surrogate.normalization import Normalizer
@@ -15,6 +16,6 @@ from surrogate.resnet import ResNet
 from surrogate.separable import SeparableModel, build_extractor
 from surrogate.uq_model import OutOfBoxWarning, SurrogateModel, load, load_surrogate
 
-__all__ = ["NeuralODE", "Normalizer", "OutOfBoxWarning", "ResNet", "SeparableModel",
-           "SurrogateFormatError", "SurrogateModel", "build_extractor", "load", "load_surrogate",
-           "save_surrogate"]
+__all__ = ["EnsembleSurrogate", "NeuralODE", "Normalizer", "OutOfBoxWarning", "ResNet",
+           "SeparableModel", "SurrogateFormatError", "SurrogateModel", "build_extractor", "load",
+           "load_surrogate", "save_surrogate"]

@@ -123,6 +123,25 @@ def test_kill_9_and_rerun_gives_the_same_result(ens, reference, tmp_path):
     assert [essence(r) for r in rounds(out)] == [essence(r) for r in rounds(reference[0])]
 
 
+def test_two_ranks_give_the_same_result(ens, reference, tmp_path):
+    """mpiexec -n 2: both ranks solve, rank 0 trains; the rounds equal the 1-rank run."""
+    from tests.datasets.cli_helpers import clean_env
+
+    _, _, model_dir = ens
+    out = tmp_path / "two"
+    proc = subprocess.run([str(Path(sys.executable).parent / "mpiexec"), "-n", "2",
+                           *refine_cmd(model_dir, out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600,
+                          env={**clean_env(), "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("stopped by target") == 1                  # rank 0 prints
+    import h5py
+
+    with h5py.File(out / "rounds" / "001" / "batch.h5", "r") as f:
+        assert set(f["solver_rank"][()]) == {0, 1}
+    assert [essence(r) for r in rounds(out)] == [essence(r) for r in rounds(reference[0])]
+
+
 def test_uniform_strategy_takes_the_first_candidates(ens, tmp_path):
     _, _, model_dir = ens
     out = tmp_path / "u"
