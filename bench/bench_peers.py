@@ -35,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, default=600.0,
                    help="seconds for the GNvpro --time-budget row (0: skip it)")
     p.add_argument("--no-slimtrain", action="store_true")
+    p.add_argument("--slimtrain-epochs", type=int,
+                   help="epochs of slimTrain (default: train-surrogate's, 600 on DCR: hours)")
     p.add_argument("--mlp-layers", default="64,64;128,128,128",
                    help="candidate hidden layers, ';'-separated (chosen on validation)")
     p.add_argument("--mlp-epochs", type=int, default=500)
@@ -269,13 +272,20 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append((name, lambda: ours(name, args, ["--method", "gnvpro", "--time-budget",
                                                     str(args.time_budget)], data, shift)))
     if "slimtrain" in chosen and not args.no_slimtrain:
-        jobs.append(("slimTrain", lambda: ours("slimTrain", args, ["--method", "slimtrain"],
-                                               data, shift)))
+        extra = ["--method", "slimtrain"]
+        if args.slimtrain_epochs:
+            toml = out / "slimtrain.toml"
+            toml.write_text(f"[slimtrain]\nepochs = {args.slimtrain_epochs}\n")
+            extra += ["--config", str(toml)]
+        jobs.append(("slimTrain", lambda: ours("slimTrain", args, extra, data, shift)))
     if "mlp" in chosen:
         jobs.append(("MLP", lambda: mlp(args, data, shift)))
     if "gp" in chosen:
         jobs.append(("PCA-GP", lambda: pca_gp(args, data, shift)))
     rows = []
+    from sklearn.exceptions import ConvergenceWarning
+
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
     with threadpool_limits(limits=args.threads):
         for name, job in jobs:
             print(f"{name} ...", flush=True)

@@ -236,13 +236,33 @@ def conditioning(target: np.ndarray, shift: np.ndarray | None = None) -> dict:
             "ill_conditioned": bool(small.any())}
 
 
-def conditioning_note(split: str, cond: dict) -> str | None:
-    """One sentence for summaries when ``cond`` (:func:`conditioning`) is ill-conditioned."""
-    if not cond.get("ill_conditioned"):
+def conditioning_note(split: str | dict[str, dict], cond: dict | None = None) -> str | None:
+    """One sentence for summaries when the per-sample relative error is ill-conditioned.
+
+    Parameters
+    ----------
+    split : str or dict
+        The split's name with its :func:`conditioning` ``cond``; or a dict split ->
+        conditioning (one sentence for all ill-conditioned splits).
+    cond : dict, optional
+        With a split name.
+
+    Returns
+    -------
+    str or None
+        None when no split is ill-conditioned.
+    """
+    conds = {split: cond} if isinstance(split, str) else dict(split)
+    bad = {s: c for s, c in conds.items() if c and c.get("ill_conditioned")}
+    if not bad:
         return None
-    return (f"the per-sample relative error is ill-conditioned on the {split} split: "
-            f"{cond['n_small']} samples have ||c - c_shift|| below "
-            f"{ILL_CONDITIONED_FRACTION:.0%} of the median (smallest: "
-            f"{cond['min_over_median']:.2g} of it), so its mean is dominated by near-zero "
-            "targets; compare models by the scale-free figures (relative Frobenius error of "
-            "standardised outputs, R^2)")
+    names = list(bad)
+    where = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    counts = ", ".join(str(c["n_small"]) for c in bad.values())
+    smallest = min(c["min_over_median"] for c in bad.values())
+    return (f"the per-sample relative error is ill-conditioned on the {where} "
+            f"split{'s' if len(names) > 1 else ''}: {counts} sample(s) have "
+            f"||c - c_shift|| below {ILL_CONDITIONED_FRACTION:.0%} of the median (smallest: "
+            f"{smallest:.2g} of it), so its mean is dominated by near-zero targets; compare "
+            "models by the scale-free figures (relative Frobenius error of standardised "
+            "outputs, R^2)")

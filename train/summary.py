@@ -67,7 +67,7 @@ def scale_free_summary(model: SeparableModel, data: SplitData) -> dict:
     dict
         ``scale_free``: split -> :func:`surrogate.metrics.scale_free_errors`;
         ``conditioning``: split -> :func:`surrogate.metrics.conditioning`; ``notes``: list of
-        sentences (one per ill-conditioned split).
+        sentences (one naming the ill-conditioned splits, if any).
     """
     shift = model.normalizer.c_shift.cpu().numpy() if model.normalizer.center_targets else None
     mean, std = output_statistics(data.c["train"])
@@ -76,10 +76,10 @@ def scale_free_summary(model: SeparableModel, data: SplitData) -> dict:
         if data.y[s].shape[0] == 0:
             continue
         out["scale_free"][s] = scale_free_errors(model.predict(data.y[s]), data.c[s], mean, std)
-        out["conditioning"][s] = cond = conditioning(data.c[s], shift)
-        note = conditioning_note(s, cond)
-        if note:
-            out["notes"].append(note)
+        out["conditioning"][s] = conditioning(data.c[s], shift)
+    note = conditioning_note(out["conditioning"])
+    if note:
+        out["notes"].append(note)
     return out
 
 

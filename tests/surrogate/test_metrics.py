@@ -84,7 +84,9 @@ def test_conditioning_rule() -> None:
     c[:2] *= 0.9 * ILL_CONDITIONED_FRACTION * np.median(norms) / norms[:2, None]
     cond = conditioning(c)
     assert cond["ill_conditioned"] and cond["n_small"] == 2
-    assert "ill-conditioned on the test split: 2 samples" in conditioning_note("test", cond)
+    assert "ill-conditioned on the test split: 2 sample(s)" in conditioning_note("test", cond)
+    both = conditioning_note({"train": conditioning(c[5:]), "validation": cond, "test": cond})
+    assert "on the validation and test splits: 2, 2 sample(s)" in both
     # ... and just above it: fine
     c[:2] *= 1.2
     assert not conditioning(c)["ill_conditioned"]
