@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="GNvpro: the best surrogate reachable in this wall time; chooses the "
                    "width and the seconds of each level itself (ignores model.width and "
-                   "work_units_per_level; stops within about one iteration of the budget)")
+                   "work_units_per_level; stops within about one iteration of the budget); with "
+                   "--ensemble K each member gets SECONDS / K")
     return p
 
 

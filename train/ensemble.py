@@ -16,6 +16,7 @@ again.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -92,6 +93,10 @@ def run_ensemble(opts: RunOptions, cfg: dict, data: SplitData) -> dict:
     if opts.compare or len(opts.methods) != 1:
         raise UsageError("--ensemble trains one method: use --method, not --compare")
     method = opts.methods[0]
+    seconds = cfg.get("gnvpro", {}).get("time_budget", 0.0) if method == "gnvpro" else 0.0
+    if seconds > 0:             # --time-budget is the whole ensemble's: each member its share
+        cfg = copy.deepcopy(cfg)
+        cfg["gnvpro"]["time_budget"] = seconds / opts.ensemble
     run_id = ensemble_run_id(method, cfg, opts.seed, data, opts.ensemble)
     plan = check_ensemble_folder(opts.out, run_id, opts)
     notes = opts.stream or sys.stderr

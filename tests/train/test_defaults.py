@@ -204,16 +204,44 @@ def test_time_budget_stops_on_time(tmp_path) -> None:
     assert s["time_budget"]["width"] == surrogate.load(tmp_path / "tb").torch_model.features.width
 
 
+def test_time_budget_of_an_ensemble_is_shared(tmp_path) -> None:
+    """``--ensemble K --time-budget T``: each member plans for T / K and the whole run ends
+    within 10 % of T plus one iteration per member."""
+    rng = np.random.default_rng(4)
+    y = rng.uniform(size=(250, 3))
+    data = _npz(tmp_path / "tbe.npz", np.tanh(y @ rng.normal(size=(3, 5)) * 2), y)
+    seconds = 4.0
+    s = _train(tmp_path, data, "tbe", "[gnvpro]\nmax_iter = 300\n", "--time-budget",
+               str(seconds), "--ensemble", "2")
+    walls = []
+    for k in range(2):
+        member = json.loads((tmp_path / "tbe" / "members" / str(k) / "summary.json").read_text())
+        assert member["time_budget"]["seconds"] == seconds / 2
+        hist = np.genfromtxt(tmp_path / "tbe" / "members" / str(k) / "history.csv",
+                             delimiter=",", names=True, dtype=None, encoding="utf-8")
+        walls.append(member["wall_time"] - float(np.diff(hist["wall_time"]).max()))
+    assert sum(walls) <= 1.1 * seconds and s["ensemble_size"] == 2
+
+
 def test_time_plan_picks_the_widest_affordable_width(monkeypatch) -> None:
     """With seconds per work unit proportional to the width, the plan takes the widest
     candidate that can spend WU_PER_WIDTH work units per unit of width."""
-    data = split_data(rank_r_targets(n=200, m=100, r=5))
+    data = split_data(rank_r_targets(n=300, m=100, r=50))
     rate = 1e-3                               # seconds per work unit per unit of width
     monkeypatch.setattr(budget, "probe_rate", lambda cfg, d, w, n, s, dev: rate * w)
     cfg = resolve_config(merge_config({}), "unknown", 0)
     widths = budget.candidate_widths(cfg, data, torch.device("cpu"))
-    assert widths == [8, 12, 16, 24, 32, 40, 46]         # rank 5 < 8; 46: the data width
-    for seconds, expected in ((5.0, 12), (30.0, 24), (100.0, 46)):
+    # from the run's own width (8 without data) to the data width of 300 x 50 independent
+    # target values (the rank, not the 100 outputs): 40
+    assert widths == [8, 12, 16, 24, 32, 40]
+    assert budget.candidate_widths(cfg, split_data(rank_r_targets(n=300, m=100, r=5)),
+                                   torch.device("cpu")) == [8, 12]  # rank 5: 1500 values
+    assert budget.candidate_widths(dict(cfg, model=dict(cfg["model"], width=20)), data,
+                                   torch.device("cpu")) == [20, 24, 32, 40]  # never narrower
+    # the plan's own clock: the candidates computed once (an SVD of the targets, slow on a
+    # loaded machine, would count against the 10 % probe share of 5 s)
+    monkeypatch.setattr(budget, "candidate_widths", lambda cfg, d, dev: widths)
+    for seconds, expected in ((5.0, 12), (30.0, 24), (100.0, 40)):
         plan = budget.plan_time_budget(cfg, data, seconds, seed=0, device=torch.device("cpu"))
         left = seconds * (1 - budget.RESERVE)          # the probes take no time here (almost)
 
