@@ -222,6 +222,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "test_rel_err", "test mean relative error"),
@@ -232,6 +233,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.loglog(r["train_wall"], r[key], "o", markersize=8)
             ax.annotate(r["method"], (r["train_wall"], r[key]), textcoords="offset points",
                         xytext=(6, 4), fontsize=9)
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if hi > 10 * lo:                    # over a decade: label decades only (overlaps)
+                axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training wall time [s]")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
