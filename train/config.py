@@ -11,8 +11,11 @@ the registered problem's): its periodic parameters, its default split and its tr
 :data:`TRAINER_DEFAULTS`)::
 
     [model]
-    architecture = "neural_ode"      # or "resnet" (slimTrain appendix B)
-    width = "auto"                   # 8 CDR, 16 DCR (16 for the ResNet)
+    architecture = "auto"            # "neural_ode" or "resnet" (slimTrain appendix B); auto:
+                                     # the paper preset's Neural ODE, the default preset's
+                                     # network of the problem (DCR: ResNet, others Neural ODE)
+    width = "auto"                   # paper: 8 CDR, 16 DCR; default: 10 CDR, 64 DCR, others
+                                     # from the data (16 for a ResNet chosen here)
     final_time = 4.0
     gamma = 1e-4                     # anti-symmetric layer shift
     init_scale = 1.0                 # Neural ODE: K starts as N(0, init_scale^2 / width). With
@@ -129,7 +132,7 @@ _TR = {"work_units_per_level": AUTO, "r_max": 20, "krylov_tol": 1e-2, "max_iter"
        "min_improvement": 0.0}
 
 DEFAULTS: dict[str, dict] = {
-    "model": {"architecture": "neural_ode", "width": AUTO, "final_time": 4.0, "gamma": 1e-4,
+    "model": {"architecture": AUTO, "width": AUTO, "final_time": 4.0, "gamma": 1e-4,
               "init_scale": 1.0, "max_step_radius": AUTO, "periodic_inputs": AUTO,
               "levels": AUTO, "dtype": "float64"},
     "normalization": {"standardize_inputs": AUTO, "center_targets": AUTO,
@@ -262,15 +265,18 @@ DEFAULT_PRESET: dict[str, Any] = {"max_step_radius": 0.0, "periodic_inputs": Tru
 #: ... and its per-problem values (budgets per level for GNvpro / full GN / L-BFGSvpro):
 #: more work units on the coarse levels, where one costs 1/4 (d = 2) and 1/2 (d = 4) of the
 #: finest level's (bench/bench_quality.py, docs/training-quality.md). DCR (issue 18,
-#: docs/peers.md): width 64 at 2000 work units with float32 features and the output basis
-#: (test 0.0039-0.0041 in about 100 s of CPU) beat width 24 at 800 (0.0132), 48 at 2400
-#: (0.0041-0.0046) and 80 at 1600 (0.0046); CDR: width 10 (test 0.0036, median of seeds 0-4
-#: 0.0039) beat 8 (0.0040, median 0.0053), 12, 14; other problems: twice CDR's budgets (on the
-#: 15 -> 10 oscillator of docs/peers.md the scale-free test error went 0.283 -> 0.223 in
-#: 7.6 -> 15.2 s, past the MLP's 0.268 and the GP's 0.241; the KL example stayed at 0.024)
+#: docs/peers.md): a ResNet (8 layers) of width 64 at 4000 work units on one level, float32
+#: features and the output basis; the ResNet beat the Neural ODE of the same width (2000 work
+#: units: 0.0023-0.0024 in 35 s against 0.0035-0.0044 in 65 s, 2 threads), which beat width
+#: 24 at 800 (0.0132), 48 at 2400 (0.0041-0.0046) and 80 at 1600 (0.0046). An explicit Neural
+#: ODE gets the same 4000 work units spread over its levels. CDR: width 10 (test 0.0036,
+#: median of seeds 0-4 0.0039) beat 8 (0.0040, median 0.0053), 12, 14; other problems: twice
+#: CDR's budgets (on the 15 -> 10 oscillator of docs/peers.md the scale-free test error went
+#: 0.283 -> 0.223 in 7.6 -> 15.2 s, past the MLP's 0.268 and the GP's 0.241; the KL example
+#: stayed at 0.024)
 DEFAULT_PRESET_PROBLEM: dict[str, dict[str, Any]] = {
     "cdr": {"width": 10, "budgets": [800.0, 600.0, 400.0], "max_step_radius": 0.0},
-    "dcr": {"width": 64, "budgets": [1000.0, 625.0, 375.0], "max_step_radius": 2.0,
+    "dcr": {"architecture": "resnet", "width": 64, "budgets": [4000.0], "max_step_radius": 2.0,
             "float32_features": True},
     "unknown": {"width": "data", "budgets": [1600.0, 1200.0, 800.0], "max_step_radius": 0.0},
 }
@@ -426,8 +432,14 @@ def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
         pd["width"] = DEFAULT_PRESET_PROBLEM[key]["width"]
         pd["budget"] = list(DEFAULT_PRESET_PROBLEM[key]["budgets"])
         switches["max_step_radius"] = DEFAULT_PRESET_PROBLEM[key]["max_step_radius"]
-    resnet = cfg["model"]["architecture"] == "resnet"
     model = cfg["model"]
+    if model["architecture"] == AUTO:
+        model["architecture"] = DEFAULT_PRESET_PROBLEM[key].get("architecture", "neural_ode") \
+            if preset == "default" else "neural_ode"
+    resnet = model["architecture"] == "resnet"
+    # the 16 of an explicitly chosen ResNet, unless the preset's own network is a ResNet
+    preset_resnet = preset == "default" and \
+        DEFAULT_PRESET_PROBLEM[key].get("architecture") == "resnet"
     if model["max_step_radius"] == AUTO:
         model["max_step_radius"] = switches["max_step_radius"]
     if model["periodic_inputs"] == AUTO:
@@ -451,7 +463,7 @@ def resolve_config(cfg: dict, problem: str, seed: int, preset: str = "default",
     if model["levels"] == AUTO:
         model["levels"] = [8] if resnet else [2, 4, 8]
     if model["width"] == AUTO:
-        model["width"] = 16 if resnet else pd["width"]
+        model["width"] = 16 if resnet and not preset_resnet else pd["width"]
         if model["width"] == DATA_WIDTH:
             from train.auto import default_width
 

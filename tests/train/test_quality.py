@@ -45,7 +45,8 @@ def test_stable_start_first_level_step_is_inside_the_rk4_stability_region(proble
     """``max_step_radius = 2`` (the DCR default; CDR keeps the paper's initialisation, which
     measured better test errors there) puts every first-level RK4 step inside the stability
     region."""
-    ode = first_level("default", problem, n_in, seed, {"model": {"max_step_radius": 2.0}})
+    ode = first_level("default", problem, n_in, seed,      # (DCR's default network: a ResNet)
+                      {"model": {"architecture": "neural_ode", "max_step_radius": 2.0}})
     h = ode.final_time / ode.n_steps
     A = ode.K.detach() - ode.K.detach().transpose(1, 2) - ode.gamma * ode.eye
     lam = torch.linalg.eigvals(A)                                  # (d + 1, width)
