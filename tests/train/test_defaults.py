@@ -250,3 +250,21 @@ def test_time_plan_picks_the_widest_affordable_width(monkeypatch) -> None:
         assert math.isclose(sum(plan.level_seconds), left - plan.probe_seconds, rel_tol=1e-6)
         assert plan.level_seconds == pytest.approx(
             [share * sum(plan.level_seconds) for share in budget.LEVEL_SHARES])
+
+
+def test_the_default_network_per_problem() -> None:
+    """``[model] architecture = "auto"``: the default preset's network of the problem (DCR: a
+    ResNet of width 64, one level of 8 layers, 4000 work units), the paper's Neural ODE under
+    ``--preset paper``; an explicit choice wins, and the budget's total stays."""
+    def model(problem: str, user: dict | None = None, preset: str = "default") -> tuple:
+        cfg = resolve_config(merge_config(user or {}), problem, 0, preset=preset)
+        m = cfg["model"]
+        return m["architecture"], m["width"], m["levels"], cfg["gnvpro"]["work_units_per_level"]
+
+    assert model("dcr") == ("resnet", 64, [8], [4000.0])
+    assert model("dcr", preset="paper") == ("neural_ode", 16, [2, 4, 8], 400.0)
+    arch, width, levels, wu = model("dcr", {"model": {"architecture": "neural_ode"}})
+    assert (arch, width, levels) == ("neural_ode", 64, [2, 4, 8])
+    assert (sum(wu) if isinstance(wu, list) else 3 * wu) == pytest.approx(4000.0)
+    assert model("cdr") == ("neural_ode", 10, [2, 4, 8], [800.0, 600.0, 400.0])
+    assert model("cdr", {"model": {"architecture": "resnet"}})[:3] == ("resnet", 16, [8])
