@@ -1,10 +1,11 @@
 """GNvpro at width 48 on DCR 10,000: the GPU against the CPU in one call (issue 18).
 
     python bench/bench_gpu_width48.py --data /work/data/dcr10k.h5
-    python bench/bench_gpu_width48.py --data dcr10k-pack.npz --budgets 400,250,150
+    python bench/bench_gpu_width48.py --data dcr10k-pack.npz --architecture neural_ode \
+        --budgets 1000,625,375
 
-Trains ``train-surrogate --method gnvpro`` (default preset, width 48, the given work units
-per level) on each of ``--devices`` (default ``cuda,cpu``; the same seed, data and split),
+Trains ``train-surrogate --method gnvpro`` (default preset, width 48, the preset's network
+and work units unless ``--architecture`` / ``--budgets``) on each of ``--devices`` (default ``cuda,cpu``; the same seed, data and split),
 then prints one row per device (training wall and CPU seconds, work units, milliseconds per
 work unit, test mean relative error) and the CPU / GPU ratio of the training wall time and
 of the time per work unit. The result is also written to ``OUT/gpu_width48.json``.
@@ -48,8 +49,10 @@ def pack(src: str, dst: str) -> None:
 def run(device: str, args: argparse.Namespace, out: Path) -> dict:
     """One training on ``device``; its summary."""
     cfg = out / "width48.toml"
-    cfg.write_text(f"[model]\nwidth = {args.width}\n[gnvpro]\nwork_units_per_level = "
-                   f"[{args.budgets}]\n")
+    text = f"[model]\nwidth = {args.width}\narchitecture = \"{args.architecture}\"\n"
+    if args.budgets != "auto":
+        text += f"[gnvpro]\nwork_units_per_level = [{args.budgets}]\n"
+    cfg.write_text(text)
     target = out / device.replace(":", "")
     argv = ["--data", args.data, "--method", "gnvpro", "--device", device, "--config", str(cfg),
             "--seed", str(args.seed), "--quiet", "--overwrite", "--out", str(target)]
@@ -68,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench-output/gpu-width48")
     p.add_argument("--devices", default="cuda,cpu")
     p.add_argument("--width", type=int, default=48)
-    p.add_argument("--budgets", default="1000,625,375", help="work units per level")
+    p.add_argument("--architecture", default="auto",
+                   help="auto (the default preset's network: a ResNet for DCR) or neural_ode")
+    p.add_argument("--budgets", default="auto",
+                   help="work units per level, comma-separated (auto: the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="CPU threads of torch")
     args = p.parse_args(argv)
