@@ -5,10 +5,11 @@
         --budgets 1000,625,375
 
 Trains ``train-surrogate --method gnvpro`` (default preset, width 48, the preset's network
-and work units unless ``--architecture`` / ``--budgets``) on each of ``--devices`` (default ``cuda,cpu``; the same seed, data and split),
-then prints one row per device (training wall and CPU seconds, work units, milliseconds per
-work unit, test mean relative error) and the CPU / GPU ratio of the training wall time and
-of the time per work unit. The result is also written to ``OUT/gpu_width48.json``.
+and work units unless ``--architecture`` / ``--budgets``) on each of ``--devices``
+(default ``cuda,cpu``; the same seed, data and split), then prints one row per device
+(training wall and CPU seconds, work units, milliseconds per work unit, test mean relative
+error) and the CPU / GPU ratio of the training wall time and of the time per work unit.
+The result is also written to ``OUT/gpu_width48.json``.
 
 The device machine of a session cannot reach /work/data: pack the dataset first into a
 file that travels with the working tree (``--pack``: y, c and the stored split as float64
