@@ -9,11 +9,9 @@ report; the other ranks sleep meanwhile. mpi4py and datasets are imported inside
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from solvers.errors import InputError
+from solvers.common.rank_zero import on_rank_zero
 from surrogate.evaluation.plan import plan
 from surrogate.evaluation.report import write_report
 from surrogate.evaluation.request import EvaluationRequest, Plan
@@ -43,32 +41,11 @@ def evaluate(request: EvaluationRequest, comm: Any = None) -> dict | None:
 
     MPI = init_mpi()  # loopback defaults for single-node runs, then MPI
     world = comm if comm is not None else MPI.COMM_WORLD
-    decided = _on_rank_zero(world, lambda: plan(request))
+    decided = on_rank_zero(world, lambda: plan(request))
     if decided.solve and not decided.complete:   # a complete fresh.h5 is not written again
         _solve_fresh(request, decided, world)
-    report = _on_rank_zero(world, lambda: write_report(request, decided), idle=True)
+    report = on_rank_zero(world, lambda: write_report(request, decided), idle=True)
     return report if world.rank == 0 else None
-
-
-def _on_rank_zero[T](world: Any, fn: Callable[[], T], idle: bool = False) -> T:
-    """``fn()`` on rank 0, its result broadcast; an :class:`InputError` it raises is raised on
-    every rank. With ``idle`` the other ranks sleep (instead of spinning in the broadcast) and
-    get None, so that they take no CPU time from rank 0's surrogate timings."""
-    result: T | None = None
-    error: Exception | None = None
-    if world.rank == 0:
-        try:
-            result = fn()
-        except InputError as exc:
-            error = exc
-    if idle:
-        _idle_wait(world)
-        error = world.bcast(error)
-    else:
-        result, error = world.bcast((result, error))
-    if error is not None:
-        raise error
-    return cast(T, result)  # None on the ranks > 0 with ``idle``
 
 
 def _solve_fresh(request: EvaluationRequest, decided: Plan, world: Any) -> None:
@@ -81,11 +58,3 @@ def _solve_fresh(request: EvaluationRequest, decided: Plan, world: Any) -> None:
         ranks_per_sample=request.ranks_per_sample,
         checkpoint_interval=request.checkpoint_interval, progress=request.progress),
         comm=world)
-
-
-def _idle_wait(comm: Any, poll_seconds: float = 0.01) -> None:
-    """Barrier in which the ranks other than 0 sleep instead of spinning, so that they do not
-    take CPU time from rank 0's surrogate timings."""
-    pending = comm.Ibarrier()
-    while not pending.Test():
-        time.sleep(poll_seconds)

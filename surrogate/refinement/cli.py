@@ -22,7 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from solvers.common.cli import RankZeroParser, run_job, stop_on_signals, whole_number
+from solvers.common.cli import (
+    RankZeroParser,
+    run_job,
+    start_mpi,
+    stop_on_signals,
+    whole_number,
+)
 from solvers.errors import InputError, RunError
 
 PROG = "refine-surrogate"
@@ -81,11 +87,7 @@ def options_of(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failure, 2 bad input, 128 + signal)."""
-    from solvers.common.mpi_network import configure_mpi_network
-
-    configure_mpi_network()
-    import dolfinx_solver  # noqa: F401  (orders MPI ahead of petsc4py / dolfinx)
-    from mpi4py import MPI
+    MPI = start_mpi(PROG)  # loopback defaults for single-node runs, then MPI
 
     from surrogate.refinement.loop import refine, summary_table
 

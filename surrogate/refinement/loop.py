@@ -27,14 +27,13 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
 from solvers.common.atomic import sha256_file, write_bytes_atomic, write_text_atomic
-from solvers.errors import InputError
+from solvers.common.rank_zero import on_rank_zero
 from surrogate.metadata import METADATA_FILE
 from surrogate.refinement.options import RefineOptions
 from surrogate.refinement.plan import RefinePlan, make_plan
@@ -67,21 +66,21 @@ def refine(options: RefineOptions, comm: Any = None) -> dict | None:
 
     world = comm if comm is not None else MPI.COMM_WORLD
     options.check(world.size)
-    plan = _on_rank_zero(world, lambda: make_plan(options))
-    _on_rank_zero(world, lambda: open_state(options.out, plan.fingerprint))
+    plan = on_rank_zero(world, lambda: make_plan(options))
+    on_rank_zero(world, lambda: open_state(options.out, plan.fingerprint))
     _solve(options, plan, world, options.out / CHECK_FILE, options.check_samples,
            plan.check_seed, None)
     runner = _Runner(options, plan) if world.rank == 0 else None
-    _on_rank_zero(world, lambda: cast(_Runner, runner).start(), idle=True)
+    on_rank_zero(world, lambda: cast(_Runner, runner).start(), idle=True)
     while True:
-        todo = _on_rank_zero(world, lambda: cast(_Runner, runner).next_batch())
+        todo = on_rank_zero(world, lambda: cast(_Runner, runner).next_batch())
         if todo is None:
             break
         r, params = todo
         _solve(options, plan, world, round_dir(options.out, r) / "batch.h5", len(params),
                plan.data_seed, params)
-        _on_rank_zero(world, functools.partial(_finish_round, runner, r), idle=True)
-    summary = _on_rank_zero(world, lambda: cast(_Runner, runner).finish(), idle=True)
+        on_rank_zero(world, functools.partial(_finish_round, runner, r), idle=True)
+    summary = on_rank_zero(world, lambda: cast(_Runner, runner).finish(), idle=True)
     return summary if world.rank == 0 else None
 
 
@@ -312,25 +311,3 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     write_bytes_atomic(path, buf.getvalue())
-
-
-def _on_rank_zero[T](world: Any, fn: Callable[[], T], idle: bool = False) -> T:
-    """``fn()`` on rank 0, its result broadcast (None on the other ranks with ``idle``, which
-    sleep meanwhile instead of spinning); an :class:`InputError` is raised on every rank."""
-    result: T | None = None
-    error: Exception | None = None
-    if world.rank == 0:
-        try:
-            result = fn()
-        except InputError as exc:
-            error = exc
-    if idle:
-        pending = world.Ibarrier()
-        while not pending.Test():
-            time.sleep(0.01)
-        error = world.bcast(error)
-    else:
-        result, error = world.bcast((result, error))
-    if error is not None:
-        raise error
-    return cast(T, result)
