@@ -121,6 +121,12 @@ def new_metadata(model_config: dict, weights_sha256: str, training: dict | None 
         "training": training or {},
         "torch_version": torch.__version__,
     }
+    return _with_io(meta, inputs, outputs)
+
+
+def _with_io(meta: dict[str, Any], inputs: dict | None, outputs: dict | None
+             ) -> dict[str, Any]:
+    """``meta`` with the ``inputs`` / ``outputs`` entries that are given."""
     if inputs is not None:
         meta["inputs"] = inputs
     if outputs is not None:
@@ -158,11 +164,7 @@ def new_ensemble_metadata(model_config: dict, members: list[dict[str, Any]], *,
         "training": training or {},
         "torch_version": torch.__version__,
     }
-    if inputs is not None:
-        meta["inputs"] = inputs
-    if outputs is not None:
-        meta["outputs"] = outputs
-    return meta
+    return _with_io(meta, inputs, outputs)
 
 
 def write_metadata(directory: str | os.PathLike, meta: dict[str, Any]) -> Path:

@@ -43,7 +43,8 @@ def error_status(exc: RequestError) -> int:
 
 
 # ---------------------------------------------------------------------- models
-def _array(values: Any) -> np.ndarray:
+def as_float_array(values: Any) -> np.ndarray:
+    """A request's numbers as a float64 array."""
     return np.asarray(values, dtype=np.float64)
 
 
@@ -75,17 +76,10 @@ def finite_result(values: Any, what: str, allow_minus_inf: bool = False) -> Any:
     return values
 
 
-class ForwardModel(umbridge.Model):
-    """A model with ``__call__``, ``jvp``, ``vjp`` (surrogate or PDE) as a UM-Bridge model.
-
-    Parameters
-    ----------
-    name : str
-        The UM-Bridge model name.
-    model : object
-        ``model(y)`` (d,) -> (m,), ``model.jvp(y, v)`` (m,), ``model.vjp(y, w)`` (d,), and
-        ``n_in`` = d, ``n_out`` = m.
-    """
+class VectorModel(umbridge.Model):
+    """A UM-Bridge model of one input vector, size ``model.n_in``, and one output vector,
+    size ``model.n_out`` (the base of :class:`ForwardModel` and
+    :class:`surrogate.serving.uncertainty.StdModel`)."""
 
     def __init__(self, name: str, model: Any) -> None:
         super().__init__(name)
@@ -97,24 +91,38 @@ class ForwardModel(umbridge.Model):
     def get_output_sizes(self, config: dict | None = None) -> list[int]:
         return [int(self.model.n_out)]
 
+    def supports_evaluate(self) -> bool:
+        return True
+
+
+class ForwardModel(VectorModel):
+    """A model with ``__call__``, ``jvp``, ``vjp`` (surrogate or PDE) as a UM-Bridge model.
+
+    Parameters
+    ----------
+    name : str
+        The UM-Bridge model name.
+    model : object
+        ``model(y)`` (d,) -> (m,), ``model.jvp(y, v)`` (m,), ``model.vjp(y, w)`` (d,), and
+        ``n_in`` = d, ``n_out`` = m.
+    """
+
     def __call__(self, parameters: list, config: dict | None = None) -> list:
-        out = finite_result(self.model(_array(parameters[0])), f"the output of {self.name!r}")
+        out = finite_result(self.model(as_float_array(parameters[0])),
+                            f"the output of {self.name!r}")
         return [out.tolist()]
 
     def gradient(self, out_wrt: int, in_wrt: int, parameters: list, sens: list,
                  config: dict | None = None) -> list:
         with np.errstate(over="ignore", invalid="ignore"):
-            out = self.model.vjp(_array(parameters[0]), _array(sens))
+            out = self.model.vjp(as_float_array(parameters[0]), as_float_array(sens))
         return finite_result(out, f"the Gradient of {self.name!r} (J^T sens)").tolist()
 
     def apply_jacobian(self, out_wrt: int, in_wrt: int, parameters: list, vec: list,
                        config: dict | None = None) -> list:
         with np.errstate(over="ignore", invalid="ignore"):
-            out = self.model.jvp(_array(parameters[0]), _array(vec))
+            out = self.model.jvp(as_float_array(parameters[0]), as_float_array(vec))
         return finite_result(out, f"the ApplyJacobian of {self.name!r} (J vec)").tolist()
-
-    def supports_evaluate(self) -> bool:
-        return True
 
     def supports_gradient(self) -> bool:
         return True
@@ -138,13 +146,13 @@ class PosteriorModel(umbridge.Model):
         return [1]
 
     def __call__(self, parameters: list, config: dict | None = None) -> list:
-        value = self.posterior.log_prob(_array(parameters[0]))
+        value = self.posterior.log_prob(as_float_array(parameters[0]))
         return [[finite_result(value, f"the log-density of {self.name!r}",
                                allow_minus_inf=True)]]
 
     def gradient(self, out_wrt: int, in_wrt: int, parameters: list, sens: list,
                  config: dict | None = None) -> list:
-        _, g = self.posterior.log_prob_and_grad(_array(parameters[0]))
+        _, g = self.posterior.log_prob_and_grad(as_float_array(parameters[0]))
         with np.errstate(over="ignore", invalid="ignore"):
             out = float(sens[0]) * g
         return finite_result(out, f"the Gradient of {self.name!r} (sens[0] x gradient)"
@@ -152,9 +160,9 @@ class PosteriorModel(umbridge.Model):
 
     def apply_jacobian(self, out_wrt: int, in_wrt: int, parameters: list, vec: list,
                        config: dict | None = None) -> list:
-        _, g = self.posterior.log_prob_and_grad(_array(parameters[0]))
+        _, g = self.posterior.log_prob_and_grad(as_float_array(parameters[0]))
         with np.errstate(over="ignore", invalid="ignore"):
-            out = float(g @ _array(vec))
+            out = float(g @ as_float_array(vec))
         return [finite_result(out, f"the ApplyJacobian of {self.name!r} (gradient . vec)")]
 
     def supports_evaluate(self) -> bool:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import umbridge
+from surrogate.serving.adapters import VectorModel, as_float_array, finite_result
 
 __all__ = ["STD_MODEL_NAME", "StdModel"]
 
@@ -19,7 +18,7 @@ __all__ = ["STD_MODEL_NAME", "StdModel"]
 STD_MODEL_NAME = "surrogate_std"
 
 
-class StdModel(umbridge.Model):
+class StdModel(VectorModel):
     """y (d,) -> predictive std (m,) of an ensemble surrogate.
 
     Parameters
@@ -31,18 +30,8 @@ class StdModel(umbridge.Model):
     """
 
     def __init__(self, model: Any, name: str = STD_MODEL_NAME) -> None:
-        super().__init__(name)
-        self.model = model
-
-    def get_input_sizes(self, config: dict | None = None) -> list[int]:
-        return [int(self.model.n_in)]
-
-    def get_output_sizes(self, config: dict | None = None) -> list[int]:
-        return [int(self.model.n_out)]
+        super().__init__(name, model)
 
     def __call__(self, parameters: list, config: dict | None = None) -> list:
-        y = np.asarray(parameters[0], dtype=np.float64)
-        return [self.model.predict(y, return_std=True)[1].tolist()]
-
-    def supports_evaluate(self) -> bool:
-        return True
+        std = self.model.predict(as_float_array(parameters[0]), return_std=True)[1]
+        return [finite_result(std, f"the output of {self.name!r}").tolist()]
