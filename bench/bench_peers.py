@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_split_data(args.data, seed=args.seed)
-    shift = data.c["train"].mean(axis=0) if data.problem == "dcr" else None
+    centred = (data.facts.get("training_hints") or {}).get("center_targets")  # e.g. DCR
+    shift = data.c["train"].mean(axis=0) if centred else None
     chosen = set(args.methods.split(","))
     jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     if "default" in chosen:

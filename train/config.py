@@ -73,9 +73,6 @@ the registered problem's): its periodic parameters, its default split and its tr
                                      # --time-budget option); > 0 chooses the width and the
                                      # seconds per level itself (train.budget) and ignores
                                      # model.width and work_units_per_level. 0 = off
-    hessian_fraction = 1.0           # GNvpro only: Krylov subspace from the Gauss-Newton
-                                     # Hessian of a random subset of this fraction of the
-                                     # samples (1 = all, the paper's method)
     patience = "auto"                # GNvpro: stop a level after this many iterates without
                                      # validation improvement (0 = off; default preset 0)
     min_improvement = 0.0            # relative improvement that resets the patience count
@@ -139,8 +136,7 @@ DEFAULTS: dict[str, dict] = {
                       "scale_targets": AUTO},
     "loss": {"alpha1": 1e-10, "alpha2": 1e-10},
     "split": {"fractions": AUTO, "seed": AUTO},
-    "gnvpro": dict(_TR, output_basis_tol=AUTO, float32_features=AUTO, time_budget=0.0,
-                   hessian_fraction=1.0),
+    "gnvpro": dict(_TR, output_basis_tol=AUTO, float32_features=AUTO, time_budget=0.0),
     "gn": dict(_TR),
     "lbfgsvpro": {"work_units_per_level": AUTO, "memory": 10, "max_iter": 10_000,
                   "grad_tol": 0.0, "grad_rtol": 1e-10},
@@ -204,7 +200,6 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "slimtrain.memory": (0, None, True, False),   # slimTrain's r: 0 = the current batch only
     "output_basis_tol": (0.0, 1.0, True, False),
     "time_budget": (0.0, None, True, False),
-    "hessian_fraction": (0.0, 1.0, False, True),
 }
 
 

@@ -61,8 +61,7 @@ def make_optimizer(method: str, cfg: dict, seed: int) -> tuple[Optimizer, list[i
         opt = GNvpro(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],
                      max_iter=m["max_iter"], grad_tol=m["grad_tol"], grad_rtol=m["grad_rtol"],
                      carry_radius=bool(m.get("carry_radius", False)),
-                     output_basis_tol=float(m.get("output_basis_tol", 0.0)),
-                     hessian_fraction=float(m.get("hessian_fraction", 1.0)), seed=seed)
+                     output_basis_tol=float(m.get("output_basis_tol", 0.0)))
         return opt, cfg["model"]["levels"]
     if method == "gn":
         opt = GaussNewton(**common, r_max=m["r_max"], krylov_tol=m["krylov_tol"],

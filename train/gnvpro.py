@@ -7,7 +7,7 @@ import torch
 from surrogate.separable import SeparableModel
 from train.base import Callback, Optimizer
 from train.trust_region import TRSettings, minimize_trust_region
-from train.varpro import SubsampledVarProProblem, VarProProblem, WorkCounter, output_basis
+from train.varpro import VarProProblem, WorkCounter, output_basis
 
 
 class GNvpro(Optimizer):
@@ -37,13 +37,6 @@ class GNvpro(Optimizer):
         (:func:`train.varpro.output_basis`: the fewest components that leave out at most this
         relative Frobenius norm of C; 0 = all outputs, the paper's method). The saved W is
         mapped back to all outputs.
-    hessian_fraction : float
-        Build each iteration's Krylov subspace with the Gauss-Newton Hessian of a random
-        subset of this fraction of the samples (:class:`train.varpro.SubsampledVarProProblem`;
-        1 = all samples, the paper's method). Objective, gradient and step acceptance stay
-        full-batch.
-    seed : int
-        Seed of the subsets.
     """
 
     method = "gnvpro"
@@ -51,11 +44,8 @@ class GNvpro(Optimizer):
     def __init__(self, *, alpha1: float = 1e-10, alpha2: float = 1e-10,
                  max_work_units: float = 200.0, r_max: int = 20, krylov_tol: float = 1e-2,
                  max_iter: int = 10_000, grad_tol: float = 0.0, grad_rtol: float = 1e-10,
-                 carry_radius: bool = False, output_basis_tol: float = 0.0,
-                 hessian_fraction: float = 1.0, seed: int = 0) -> None:
+                 carry_radius: bool = False, output_basis_tol: float = 0.0) -> None:
         super().__init__(alpha1=alpha1, alpha2=alpha2, max_work_units=max_work_units)
-        self.hessian_fraction = float(hessian_fraction)
-        self.generator = torch.Generator().manual_seed(seed)
         self.output_basis_tol = float(output_basis_tol)
         self._basis: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.r_max = r_max
@@ -85,11 +75,8 @@ class GNvpro(Optimizer):
 
     def _run(self, model: SeparableModel, Y: torch.Tensor, C: torch.Tensor,
              counter: WorkCounter, start: float, callback: Callback) -> str:
-        args = (model.features, Y, C, self.alpha1, self.alpha2, counter)
-        problem = VarProProblem(*args, basis=self.basis(C)) if self.hessian_fraction >= 1 \
-            else SubsampledVarProProblem(*args, basis=self.basis(C),
-                                         fraction=self.hessian_fraction,
-                                         generator=self.generator)
+        problem = VarProProblem(model.features, Y, C, self.alpha1, self.alpha2, counter,
+                                basis=self.basis(C))
 
         def on_iterate(record: dict, x: torch.Tensor, state) -> str | None:
             problem.store(model, state)

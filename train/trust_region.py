@@ -213,7 +213,6 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
     """
     counter = problem.counter
     start = counter.units
-    wu_krylov = float(getattr(problem, "krylov_step_cost", 2.0))  # work units per Krylov step
 
     def emit(record: dict) -> str | None:
         return callback(record, x, state) if callback is not None else None
@@ -238,14 +237,13 @@ def minimize_trust_region(problem: GNProblem, x0: torch.Tensor, budget: float,
         if it >= settings.max_iter:
             reason = "iteration limit"
             break
-        # ``wu_krylov`` WU per Krylov step (2: J v and J^T w; less with a subsampled
-        # Hessian); keep 2 WU for the trial forward pass and the new gradient
-        r_allowed = min(settings.r_max, int((budget - (counter.units - start) - 2) // wu_krylov))
+        # 2 WU per Krylov step; keep 2 WU for the trial forward pass and the new gradient
+        r_allowed = min(settings.r_max, int((budget - (counter.units - start) - 2) // 2))
         if r_allowed < 1:
             reason = "budget"
             break
-        if deadline is not None:         # the same for the time left
-            r_time = int(((deadline - time.perf_counter()) / sec_per_wu - 2) // wu_krylov)
+        if deadline is not None:         # the same for the time left (2 WU per Krylov step)
+            r_time = int(((deadline - time.perf_counter()) / sec_per_wu - 2) // 2)
             if r_time < 1:
                 reason = "time budget"
                 break

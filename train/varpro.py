@@ -236,19 +236,6 @@ class VarProState:
         return self.inner.W
 
 
-@dataclass
-class SubsampledState:
-    """The features of a subset S of the samples at one theta (:meth:`VarProProblem.subsample`)
-    with the rows of the full-batch quantities that the subsampled Hessian needs."""
-
-    idx: torch.Tensor            # (|S|,) sample indices
-    lin: Linearization           # features of the subset, graph kept
-    Z_a: torch.Tensor            # (|S|, p) float64
-    V: torch.Tensor              # (|S|, k) rows of the left singular vectors
-    R: torch.Tensor              # (|S|, m) rows of the residual
-    frac: float                  # |S| / n
-
-
 class VarProProblem:
     """Reduced least-squares problem Phi_red(theta) = Phi(W(theta), theta) (eqs. 2.3, 2.6).
 
@@ -402,77 +389,6 @@ class VarProProblem:
         GbarT_Z = (W @ (dZ_a.T @ Z_a) + dW @ (Z_a.T @ Z_a)) / n           # dG^T Z_a / n
         return self._adjoint(state, GbarW, GbarT_Z + self.alpha2 * dW) + self.alpha1 * v
 
-    def subsample(self, state: VarProState, idx: torch.Tensor) -> SubsampledState:
-        """The linearisation of the features on the samples ``idx`` (|S| of n) at ``state``,
-        for :meth:`gn_hvp_subsampled` (a forward pass over the subset: |S|/n WU)."""
-        frac = idx.numel() / self.n
-        lin = Linearization(self.flat.function(self.Y[idx]), state.theta.to(self.flat.dtype))
-        self.counter.add(frac)
-        Z_a = augment(lin.Z.detach().to(torch.float64))
-        return SubsampledState(idx=idx, lin=lin, Z_a=Z_a, V=state.inner.V[idx],
-                               R=state.R[idx], frac=frac)
-
-    def gn_hvp_subsampled(self, state: VarProState, sub: SubsampledState, v: torch.Tensor
-                          ) -> torch.Tensor:
-        """Subsampled Gauss-Newton Hessian times v: ``J_S^T J_S v`` with the rows of the
-        reduced Jacobian (eq. 2.16) of the samples S only, and the sums over samples in the
-        implicit derivative dW (eq. 2.20) and in its adjoint estimated from S (scaled by
-        n/|S|). Symmetric positive semi-definite; equal to :meth:`gn_hvp` for S = all
-        samples. 2 |S|/n WU.
-        """
-        n, W, Z_a, inner = self.n, state.W, sub.Z_a, state.inner
-        m_s, scale = Z_a.shape[0], 1.0 / sub.frac
-        self.counter.add(sub.frac)
-        dZ = sub.lin.jvp(v.to(self.flat.dtype)).to(torch.float64)
-        dZ_a = torch.cat([dZ, torch.zeros_like(dZ[:, :1])], dim=1)
-        rhs = (W @ (dZ_a.T @ sub.V) * inner.S) @ inner.U.T / math.sqrt(n) + sub.R.T @ dZ_a / n
-        dW = -scale * inner.apply_inverse_hessian(rhs)
-        GbarW = (dZ_a @ (W.T @ W) + Z_a @ (dW.T @ W)) / m_s                  # dG_S W / |S|
-        GbarT_Z = (W @ (dZ_a.T @ Z_a) + dW @ (Z_a.T @ Z_a)) / m_s            # dG_S^T Z_S / |S|
-        M = -inner.apply_inverse_hessian(GbarT_Z + self.alpha2 * dW)
-        Zbar_a = GbarW + scale * (sub.R @ M / n
-                                  + (sub.V * inner.S) @ (inner.U.T @ M.T @ W) / math.sqrt(n))
-        self.counter.add(sub.frac)
-        out = sub.lin.vjp(Zbar_a[:, :-1].to(self.flat.dtype)).to(torch.float64)
-        return out + self.alpha1 * v
-
     def reduced_objective(self, theta: torch.Tensor) -> float:
         """Phi_red(theta) (eq. 2.6). 1 WU."""
         return self.evaluate(theta).loss
-
-
-class SubsampledVarProProblem(VarProProblem):
-    """:class:`VarProProblem` whose Gauss-Newton products use a random subset of the samples
-    (issue 18): the objective, the gradient and the trust-region ratio stay full-batch; the
-    Krylov subspace of each iteration is built with the subsampled Hessian
-    (:meth:`VarProProblem.gn_hvp_subsampled`) of a fresh subset of ``fraction * n`` samples,
-    so a Krylov step costs ``2 * fraction`` work units instead of 2.
-
-    Parameters
-    ----------
-    fraction : float
-        |S| / n, in (0, 1].
-    generator : torch.Generator
-        Draws the subsets (CPU generator; seeded runs are reproducible).
-    Other parameters as :class:`VarProProblem`.
-    """
-
-    def __init__(self, *args, fraction: float, generator: torch.Generator,
-                 **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.size_subset = max(1, min(self.n, int(round(fraction * self.n))))
-        self.generator = generator
-        self._sub: tuple[VarProState, SubsampledState] | None = None
-
-    @property
-    def krylov_step_cost(self) -> float:
-        """Work units of one Krylov step (one subsampled Gauss-Newton product)."""
-        return 2.0 * self.size_subset / self.n
-
-    def gn_hvp(self, state: VarProState, v: torch.Tensor) -> torch.Tensor:
-        """Subsampled Gauss-Newton product; the subset is drawn anew for each ``state``."""
-        if self._sub is None or self._sub[0] is not state:
-            idx = torch.randperm(self.n, generator=self.generator)[:self.size_subset]
-            idx = idx.sort().values.to(self.Y.device)
-            self._sub = (state, self.subsample(state, idx))
-        return self.gn_hvp_subsampled(state, self._sub[1], v)

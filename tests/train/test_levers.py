@@ -1,5 +1,5 @@
-"""The cheaper work units of issue 18: reduced output basis, subsampled Gauss-Newton products
-and float32 features with a float64 finish."""
+"""The cheaper work units of issue 18: reduced output basis and float32 features with a
+float64 finish."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from surrogate.separable import augment
 from tests.train.synthetic import student, teacher_data
 from train.factories import promote
 from train.varpro import (
-    SubsampledVarProProblem,
     VarProProblem,
     WorkCounter,
     output_basis,
@@ -60,34 +59,6 @@ def test_reduced_basis_gives_the_same_problem() -> None:
     assert trunc.basis is not None and trunc.basis.shape[1] < reduced.basis.shape[1]
     assert trunc.loss_offset > 0
     assert trunc.evaluate(theta).loss >= s_full.loss - 1e-12
-
-
-def test_subsampled_hessian() -> None:
-    """All samples: exactly the Gauss-Newton product; a subset: symmetric positive
-    semi-definite, close to the full one for a large subset, cheaper in work units."""
-    Y, C = teacher_data(n=200, n_out=6, seed=0)
-    model = student(n_out=6)
-    counter = WorkCounter()
-    p = SubsampledVarProProblem(model.features, Y, C + 0.1, counter=counter, fraction=0.25,
-                                generator=torch.Generator().manual_seed(0))
-    theta = p.flat.get()
-    state = p.evaluate(theta)
-    g = torch.Generator().manual_seed(2)
-    u, v = (torch.randn(theta.shape, generator=g, dtype=torch.float64) for _ in range(2))
-    everything = p.subsample(state, torch.arange(200))
-    np.testing.assert_allclose(p.gn_hvp_subsampled(state, everything, v).numpy(),
-                               VarProProblem.gn_hvp(p, state, v).numpy(), rtol=1e-10,
-                               atol=1e-13)
-    before = counter.units
-    Hv, Hu = p.gn_hvp(state, v), p.gn_hvp(state, u)             # the same subset
-    assert counter.units - before == pytest.approx(0.25 + 2 * 2 * 0.25)
-    assert p.krylov_step_cost == pytest.approx(0.5)
-    assert float(u @ Hv) == pytest.approx(float(v @ Hu), rel=1e-10)
-    assert float(v @ Hv) > 0
-    # a new state draws a new subset
-    sub = p._sub
-    p.gn_hvp(p.evaluate(theta), v)
-    assert p._sub is not sub and not torch.equal(p._sub[1].idx, sub[1].idx)
 
 
 def test_promote_resolves_w_in_float64() -> None:
